@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs the Debian packages nextwatch needs, only those missing, when run as root;
+# otherwise names the missing packages and stops. Usage: scripts/system-packages.sh demo|test|bench
+set -euo pipefail
+purpose=${1:-demo}
+
+need=()
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v java >/dev/null || need+=(openjdk-17-jre-headless)
+python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
+if [ "$purpose" = test ] || [ "$purpose" = bench ]; then
+  command -v prometheus >/dev/null || need+=(prometheus)
+fi
+if [ "$purpose" = bench ]; then
+  command -v wrk >/dev/null || need+=(wrk)
+fi
+
+[ ${#need[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -ne 0 ]; then
+  echo "nextwatch needs these Debian packages: ${need[*]}" >&2
+  echo "install them with: sudo apt-get install -y ${need[*]}" >&2
+  exit 1
+fi
+echo "installing Debian packages: ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+# Debian starts services on install; nextwatch always runs its own private ones.
+for service in redis-server prometheus; do
+  if [[ " ${need[*]} " == *" $service "* ]] && command -v systemctl >/dev/null; then
+    systemctl disable --now "$service" >/dev/null 2>&1 || true
+  fi
+done

@@ -1,0 +1,67 @@
+"""Every Prometheus metric nextwatch exports, declared in one module.
+
+Under gunicorn each worker is its own process; ``nextwatch serve`` points
+PROMETHEUS_MULTIPROC_DIR at a fresh folder before this module is imported, so prometheus_client
+writes every worker's values to files that ``/metrics`` sums.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client.core import GaugeMetricFamily
+
+cache_hits = Counter("cache_hits", "GET /recommend answered from the cached prediction")
+cache_misses = Counter("cache_misses", "GET /recommend that had to compute (or fall back)")
+fallbacks_used = Counter("fallbacks_used", "Answers from the fallback chain", ["step"])
+watch_events = Counter("watch_events", "Watch events recorded (duplicates of an event id excluded)")
+prediction_hits = Counter("prediction_hits", "Watches of a title that the user's cached top-k had predicted")
+duplicate_events = Counter("duplicate_events", "Watch events answered from a remembered event id")
+degraded_responses = Counter("degraded_responses", "Answers served without Redis, from the in-process model")
+request_latency = Histogram(
+    "http_request_duration_seconds",
+    "Request latency by endpoint, method and status",
+    ["endpoint", "method", "status"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+
+
+class ModelInfoCollector:
+    """Model version and age, read when Prometheus scrapes, so they are right whichever worker
+    answers the scrape (a gauge per worker would report what that worker last loaded)."""
+
+    def __init__(self, read_model_info):
+        self.read_model_info = read_model_info  # () -> (version, trained_at unix seconds) or None
+
+    def collect(self):
+        info = self.read_model_info()
+        version = GaugeMetricFamily("model_version", "Version of the model serving now (0: none)")
+        age = GaugeMetricFamily("model_age_seconds", "Seconds since the serving model was trained")
+        trained = GaugeMetricFamily("model_trained_timestamp_seconds", "When the serving model was trained")
+        if info:
+            version.add_metric([], info[0])
+            trained.add_metric([], info[1])
+            age.add_metric([], max(0.0, info[2] - info[1]))
+        else:
+            version.add_metric([], 0)
+        yield version
+        if info:
+            yield age
+            yield trained
+
+
+def render(read_model_info) -> bytes:
+    """The text exposition of every metric, summed over workers in multiprocess mode."""
+    registry = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.MultiProcessCollector(registry)
+    else:  # one process (tests, `flask run`): the process-wide registry holds the values
+        registry.register(_ProcessMetrics())
+    registry.register(ModelInfoCollector(read_model_info))
+    return generate_latest(registry)
+
+
+class _ProcessMetrics:
+    def collect(self):
+        yield from REGISTRY.collect()

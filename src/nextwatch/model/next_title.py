@@ -1,0 +1,175 @@
+"""The next-title model that serving and evaluation both score with.
+
+A model is an item-to-item table over dense title codes: for each title, its strongest "what
+comes next" neighbours with scores (compressed sparse rows), plus a popularity score per title.
+A user's next title is scored as
+
+    score(t) = sum over the user's recent titles h_i (most recent first) of
+               weight[i] * neighbours[h_i][t]  +  popularity_weight * popularity[t]
+
+Titles the user has already watched are excluded; when the neighbours do not fill the list,
+popular titles do. Training decides what the neighbour table holds (transition counts over
+one or more steps, co-watch similarity, ...) and the weights; the scorer does not care.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+
+ARRAY_TYPES = {
+    "popularity": np.float32,
+    "neighbour_offsets": np.int64,
+    "neighbour_codes": np.int32,
+    "neighbour_scores": np.float32,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class PositionWeights:
+    """Weight of the i-th most recent title: decay ** i, for the last ``window`` titles."""
+
+    window: int = 5
+    decay: float = 0.6
+
+    def as_array(self) -> np.ndarray:
+        return (self.decay ** np.arange(self.window)).astype(np.float32)
+
+
+class NextTitleModel:
+    def __init__(
+        self,
+        popularity: np.ndarray,
+        neighbour_offsets: np.ndarray,
+        neighbour_codes: np.ndarray,
+        neighbour_scores: np.ndarray,
+        weights: PositionWeights = PositionWeights(),
+        popularity_weight: float = 1e-3,
+        version: int = 0,
+        trained_at: float = 0.0,
+        params: dict | None = None,
+    ):
+        self.popularity = np.asarray(popularity, dtype=np.float32)
+        self.neighbour_offsets = np.asarray(neighbour_offsets, dtype=np.int64)
+        self.neighbour_codes = np.asarray(neighbour_codes, dtype=np.int32)
+        self.neighbour_scores = np.asarray(neighbour_scores, dtype=np.float32)
+        if len(self.neighbour_offsets) != len(self.popularity) + 1:
+            raise ValueError("neighbour_offsets must have one more entry than popularity")
+        if len(self.neighbour_codes) != len(self.neighbour_scores):
+            raise ValueError("neighbour_codes and neighbour_scores must have the same length")
+        self.weights = weights
+        self._weight_array = weights.as_array()
+        self.popularity_weight = float(popularity_weight)
+        self.version = int(version)
+        self.trained_at = float(trained_at)
+        self.params = dict(params or {})
+        # Most popular first; ties broken by the lower code so the fallback is deterministic.
+        self.popular_order = np.lexsort((np.arange(len(self.popularity)), -self.popularity)).astype(np.int32)
+
+    @property
+    def title_count(self) -> int:
+        return len(self.popularity)
+
+    # -- scoring ---------------------------------------------------------------------------------
+    def candidate_scores(self, history: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Sparse scores from the neighbour table: (codes, scores) for titles reachable from
+        the user's recent history. Codes unknown to this model (newer titles) are skipped."""
+        recent = np.asarray(history, dtype=np.int64)[::-1][: self.weights.window]
+        known = recent < self.title_count
+        recent, weights = recent[known], self._weight_array[: len(recent)][known]
+        if len(recent) == 0:
+            return np.empty(0, np.int32), np.empty(0, np.float32)
+        starts, ends = self.neighbour_offsets[recent], self.neighbour_offsets[recent + 1]
+        lengths = ends - starts
+        if lengths.sum() == 0:
+            return np.empty(0, np.int32), np.empty(0, np.float32)
+        index = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)])
+        codes = self.neighbour_codes[index]
+        scores = self.neighbour_scores[index] * np.repeat(weights, lengths)
+        unique_codes, position = np.unique(codes, return_inverse=True)
+        summed = np.bincount(position, weights=scores).astype(np.float32)
+        summed += self.popularity_weight * self.popularity[unique_codes]
+        return unique_codes.astype(np.int32), summed
+
+    def dense_scores(self, history: np.ndarray) -> np.ndarray:
+        """Scores for every title, as full-ranking evaluation needs: the same candidate
+        scores, with every other title scored by popularity alone."""
+        scores = self.popularity_weight * self.popularity.copy()
+        codes, candidate = self.candidate_scores(history)
+        scores[codes] = candidate
+        return scores
+
+    def recommend(self, history: np.ndarray, k: int) -> list[int]:
+        """Top ``k`` title codes for a user, excluding titles in ``history``; popular titles
+        fill what the neighbours leave. Equal scores go to the more popular title."""
+        history = np.asarray(history, dtype=np.int64)
+        codes, scores = self.candidate_scores(history)
+        if len(codes):
+            keep = ~np.isin(codes, history)
+            codes, scores = codes[keep], scores[keep]
+            order = np.lexsort((codes, -scores))[:k]
+            chosen = codes[order].tolist()
+        else:
+            chosen = []
+        if len(chosen) < k:
+            chosen.extend(self.popular(k - len(chosen), exclude=np.concatenate([history, chosen])))
+        return chosen
+
+    def popular(self, k: int, exclude: np.ndarray | None = None) -> list[int]:
+        """The ``k`` most popular titles not in ``exclude``."""
+        if exclude is None or len(exclude) == 0:
+            return self.popular_order[:k].tolist()
+        excluded = set(np.asarray(exclude, dtype=np.int64).tolist())
+        chosen: list[int] = []
+        for code in self.popular_order[: k + len(excluded)].tolist():
+            if code not in excluded:
+                chosen.append(code)
+                if len(chosen) == k:
+                    break
+        return chosen
+
+    # -- serialisation (the store writes these bytes; nothing here knows about Redis) ----------
+    def to_payload(self) -> tuple[dict[str, bytes], dict[str, str]]:
+        arrays = {name: getattr(self, name).astype(dtype).tobytes() for name, dtype in ARRAY_TYPES.items()}
+        meta = {
+            "version": str(self.version),
+            "trained_at": repr(self.trained_at),
+            "titles": str(self.title_count),
+            "window": str(self.weights.window),
+            "decay": repr(self.weights.decay),
+            "popularity_weight": repr(self.popularity_weight),
+            "params": json.dumps(self.params, sort_keys=True),
+        }
+        return arrays, meta
+
+    @classmethod
+    def from_payload(cls, arrays: dict[str, bytes], meta: dict[str, str]) -> "NextTitleModel":
+        loaded = {name: np.frombuffer(arrays[name], dtype=dtype) for name, dtype in ARRAY_TYPES.items()}
+        return cls(
+            **loaded,
+            weights=PositionWeights(int(meta["window"]), float(meta["decay"])),
+            popularity_weight=float(meta["popularity_weight"]),
+            version=int(meta["version"]),
+            trained_at=float(meta["trained_at"]),
+            params=json.loads(meta.get("params") or "{}"),
+        )
+
+    @classmethod
+    def from_neighbour_lists(
+        cls, popularity: np.ndarray, neighbours: dict[int, list[tuple[int, float]]], **options
+    ) -> "NextTitleModel":
+        """Build from {code: [(next_code, score), ...]}, as training produces it."""
+        count = len(popularity)
+        offsets = np.zeros(count + 1, dtype=np.int64)
+        for code, row in neighbours.items():
+            offsets[code + 1] = len(row)
+        offsets = np.cumsum(offsets)
+        codes = np.zeros(offsets[-1], dtype=np.int32)
+        scores = np.zeros(offsets[-1], dtype=np.float32)
+        for code, row in neighbours.items():
+            start = offsets[code]
+            for j, (target, score) in enumerate(row):
+                codes[start + j], scores[start + j] = target, score
+        return cls(popularity, offsets, codes, scores, **options)

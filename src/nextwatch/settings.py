@@ -1,0 +1,129 @@
+"""The one place that reads NEXTWATCH_* environment variables.
+
+Every setting has a documented default, is parsed and range-checked once at start-up, and a bad
+value stops start-up with a message naming the variable. Command-line flags override the
+environment by passing ``overrides`` (keyed by field name) to :func:`load_settings`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from typing import Any, Callable, Mapping
+
+ENV_PREFIX = "NEXTWATCH_"
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used; the message names the variable."""
+
+
+def _integer(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError(f"must be a whole number, got {raw!r}") from None
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}, got {value}")
+        return value
+
+    return parse
+
+
+def _seconds(low: float, high: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"must be a number of seconds, got {raw!r}") from None
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high} seconds, got {value}")
+        return value
+
+    return parse
+
+
+def _redis_url(raw: str) -> str:
+    if not re.match(r"^(redis|rediss|unix)://", raw):
+        raise ValueError(f"must start with redis://, rediss:// or unix://, got {raw!r}")
+    return raw
+
+
+def _key_prefix(raw: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,32}", raw):
+        raise ValueError("must be 1-32 characters from [A-Za-z0-9_.-]")
+    return raw
+
+
+def _text(raw: str) -> str:
+    if not raw:
+        raise ValueError("must not be empty")
+    return raw
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Typed, validated settings. Build with :func:`load_settings`, or directly in tests."""
+
+    redis_url: str = "redis://127.0.0.1:6380/0"
+    key_prefix: str = "nw"
+    host: str = "127.0.0.1"
+    port: int = 5000
+    workers: int = 4
+    history_length: int = 50
+    cache_top_k: int = 10
+    cache_ttl_seconds: int = 86_400
+    event_id_ttl_seconds: int = 86_400
+    event_log_max_length: int = 1_000_000
+    models_kept: int = 3
+    redis_timeout_seconds: float = 1.0
+    spark_master: str = "local[2]"
+    data_dir: str = ".nextwatch"
+
+    def with_overrides(self, **overrides: Any) -> "Settings":
+        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+# name -> (environment variable, parser, what it means). The README's settings table mirrors this.
+SETTINGS_SPEC: dict[str, tuple[str, Callable[[str], Any], str]] = {
+    "redis_url": ("REDIS_URL", _redis_url, "Redis holding histories, caches, models, event log"),
+    "key_prefix": ("KEY_PREFIX", _key_prefix, "prefix of every Redis key nextwatch writes"),
+    "host": ("HOST", _text, "address the API listens on"),
+    "port": ("PORT", _integer(1, 65535), "port the API listens on"),
+    "workers": ("WORKERS", _integer(1, 64), "WSGI worker processes"),
+    "history_length": ("HISTORY_LENGTH", _integer(1, 1000), "titles kept per user history"),
+    "cache_top_k": ("CACHE_TOP_K", _integer(1, 100), "titles kept in a user's cached list"),
+    "cache_ttl_seconds": ("CACHE_TTL", _integer(1, 30 * 86_400), "lifetime of a cached prediction"),
+    "event_id_ttl_seconds": ("EVENT_ID_TTL", _integer(1, 30 * 86_400), "how long event ids are remembered"),
+    "event_log_max_length": ("EVENT_LOG_MAX_LENGTH", _integer(1_000, 10**9), "cap of the event stream"),
+    "models_kept": ("MODELS_KEPT", _integer(1, 100), "published model versions kept"),
+    "redis_timeout_seconds": ("REDIS_TIMEOUT", _seconds(0.01, 60), "Redis connect/read timeout"),
+    "spark_master": ("SPARK_MASTER", _text, "Spark master URL for training"),
+    "data_dir": ("DATA_DIR", _text, "folder for the demo's Redis data, catalog and event files"),
+}
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Read NEXTWATCH_* variables, validate them, then apply non-None ``overrides`` (flags)."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for field, (suffix, parse, _meaning) in SETTINGS_SPEC.items():
+        variable = ENV_PREFIX + suffix
+        raw = environ.get(variable)
+        if raw is None or raw == "":
+            continue
+        try:
+            values[field] = parse(raw.strip())
+        except ValueError as problem:
+            raise SettingsError(f"{variable} {problem}") from None
+    for field, value in overrides.items():
+        if value is None:
+            continue
+        suffix, parse, _meaning = SETTINGS_SPEC[field]
+        try:
+            values[field] = parse(str(value))
+        except ValueError as problem:
+            raise SettingsError(f"--{field.replace('_', '-')} ({ENV_PREFIX}{suffix}) {problem}") from None
+    return Settings(**values)

@@ -1,0 +1,33 @@
+-- Record one watch event for one user, atomically, in one round trip.
+-- KEYS[1] history   KEYS[2] cached prediction   KEYS[3] event log stream
+-- KEYS[4] current model pointer   KEYS[5] event-id answer key (only read/written if ARGV[6] ~= '')
+-- ARGV[1] title code as 4 little-endian bytes   ARGV[2] history cap in bytes
+-- ARGV[3] user id   ARGV[4] content id   ARGV[5] timestamp (unix seconds)
+-- ARGV[6] event id or ''   ARGV[7] event-id TTL seconds   ARGV[8] event log cap (approximate)
+-- Returns {'duplicate', stored answer, model version}
+--      or {'recorded', history after the append, previous cached prediction, model version, stream id}
+-- No key name or command text is built from user input: keys come in KEYS, values in ARGV.
+if ARGV[6] ~= '' then
+  local answered = redis.call('GET', KEYS[5])
+  if answered then
+    return {'duplicate', answered, redis.call('GET', KEYS[4]) or false}
+  end
+end
+local previous = redis.call('GET', KEYS[2])
+local history = (redis.call('GET', KEYS[1]) or '') .. ARGV[1]
+local cap = tonumber(ARGV[2])
+if #history > cap then
+  history = string.sub(history, #history - cap + 1)
+end
+redis.call('SET', KEYS[1], history)
+redis.call('DEL', KEYS[2])
+local fields = {'user_id', ARGV[3], 'content_id', ARGV[4], 'ts', ARGV[5]}
+if ARGV[6] ~= '' then
+  table.insert(fields, 'event_id')
+  table.insert(fields, ARGV[6])
+  -- Claimed now so that a retry racing this request is not recorded twice; the answer
+  -- replaces this marker once the prediction is computed.
+  redis.call('SET', KEYS[5], 'pending', 'EX', tonumber(ARGV[7]))
+end
+local stream_id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[8], '*', unpack(fields))
+return {'recorded', history, previous or false, redis.call('GET', KEYS[4]) or false, stream_id}

@@ -1,0 +1,111 @@
+"""Real services for the tests: a private redis-server on a free port (flushed between tests)
+and a local-mode Spark session. A service that will not start fails the suite; nothing skips."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import redis
+
+from nextwatch.localstack.redis_server import RedisServer
+from nextwatch.settings import Settings
+
+# Spark must stay on loopback: left alone it binds to the machine's outside address.
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    server = RedisServer(tmp_path_factory.mktemp("redis"), persistent=False).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def settings(redis_server) -> Settings:
+    return Settings(redis_url=redis_server.url, key_prefix="nwtest", history_length=50, cache_top_k=10)
+
+
+@pytest.fixture
+def redis_client(redis_server, settings):
+    client = redis.Redis.from_url(settings.redis_url)
+    client.flushall()
+    yield client
+    client.flushall()
+    client.close()
+
+
+@pytest.fixture
+def store(settings, redis_client):
+    from nextwatch.store import Store
+
+    store = Store.from_settings(settings)
+    yield store
+    store.close()
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from nextwatch.training.spark import spark_session
+
+    session = spark_session("local[2]", app_name="nextwatch-tests")
+    yield session
+    session.stop()
+
+
+TITLES = [f"C{i:03d}" for i in range(1100)]
+
+
+def publish_test_model(store, neighbours: dict[str, list[tuple[str, float]]] | None = None, **options) -> int:
+    """Register C000..C1099 (C000 first, so it has code 0) and publish a model whose
+    popularity falls with the id and whose neighbour table is ``neighbours`` (ids, not codes)."""
+    import numpy as np
+
+    from nextwatch.model import NextTitleModel
+
+    codes = dict(zip(TITLES, store.catalog.register(TITLES)))
+    popularity = np.linspace(1.0, 0.01, len(TITLES))
+    table = {
+        codes[source]: [(codes[target], score) for target, score in row]
+        for source, row in (neighbours or {}).items()
+    }
+    return store.models.publish(NextTitleModel.from_neighbour_lists(popularity, table, **options))
+
+
+DEFAULT_NEIGHBOURS = {
+    "C1010": [("C1045", 0.6), ("C1011", 0.3), ("C000", 0.1)],
+    "C1045": [("C1046", 0.9), ("C1010", 0.1)],
+    "C005": [("C006", 1.0)],
+}
+
+
+@pytest.fixture
+def published(store):
+    """The version of a small known model, published."""
+    return publish_test_model(store, DEFAULT_NEIGHBOURS)
+
+
+@pytest.fixture
+def client(settings, store):
+    from nextwatch.api import create_app
+
+    app = create_app(settings, store)
+    app.testing = True
+    return app.test_client()
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text -> {'name{label="v"}': value} (labels sorted), with real parsing."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    values = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            values[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return values
+
+
+def scrape(client) -> dict[str, float]:
+    return parse_metrics(client.get("/metrics").get_data(as_text=True))
