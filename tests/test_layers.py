@@ -1,0 +1,61 @@
+"""Imports point one way (shared/STYLE.md): only store/ talks to redis, only api/ to flask,
+only training/ to pyspark; the model imports none of them; serving never imports training."""
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "src" / "nextwatch"
+
+# third-party module -> the sub-package (or module) allowed to import it
+OWNERS = {"redis": {"store"}, "flask": {"api"}, "werkzeug": {"api"}, "pyspark": {"training"},
+          "gunicorn": {"server.py"}}
+SERVING = {"api", "service.py", "store", "model", "server.py"}
+
+
+def imports_of(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: resolve against the package
+                parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)[: -node.level]
+                base = ".".join(parts + ([base] if base else []))
+            names.add(base)
+    return names
+
+
+def home_of(path: Path) -> str:
+    return path.relative_to(PACKAGE).parts[0]
+
+
+def test_third_party_imports_stay_in_their_layer():
+    wrong = []
+    for path in PACKAGE.rglob("*.py"):
+        for name in imports_of(path):
+            top = name.split(".")[0]
+            if top in OWNERS and home_of(path) not in OWNERS[top]:
+                wrong.append(f"{path.relative_to(PACKAGE)} imports {name}")
+    assert wrong == []
+
+
+def test_serving_never_imports_training_and_model_is_pure():
+    wrong = []
+    for path in PACKAGE.rglob("*.py"):
+        names = imports_of(path)
+        if home_of(path) in SERVING and any(n.startswith("nextwatch.training") for n in names):
+            wrong.append(f"{path.relative_to(PACKAGE)} imports training")
+        if home_of(path) == "model" and any(
+            n.startswith(("nextwatch.store", "nextwatch.api", "nextwatch.service")) for n in names
+        ):
+            wrong.append(f"{path.relative_to(PACKAGE)} (model) imports a serving layer")
+        if home_of(path) == "store" and any(n.startswith(("nextwatch.api", "nextwatch.service")) for n in names):
+            wrong.append(f"{path.relative_to(PACKAGE)} (store) imports a layer above it")
+    assert wrong == []
+
+
+def test_the_check_sees_imports():
+    """Guard against a walker that finds nothing: the store really imports redis."""
+    assert "redis" in imports_of(PACKAGE / "store" / "connection.py")
+    assert "nextwatch.errors" in imports_of(PACKAGE / "store" / "connection.py")

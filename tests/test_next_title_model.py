@@ -1,0 +1,58 @@
+"""The scorer on known answers: weights by recency, exclusions, popularity fill, serialisation."""
+
+import numpy as np
+import pytest
+
+from nextwatch.model import NextTitleModel, PositionWeights
+
+
+@pytest.fixture
+def model():
+    popularity = np.array([1.0, 0.9, 0.8, 0.7, 0.6, 0.5], dtype=np.float32)
+    neighbours = {0: [(1, 0.5), (2, 0.5)], 3: [(4, 1.0)], 4: [(2, 0.2), (5, 0.8)]}
+    return NextTitleModel.from_neighbour_lists(popularity, neighbours, weights=PositionWeights(3, 0.5),
+                                               popularity_weight=0.001)
+
+
+def test_scores_are_weighted_sums_by_recency(model):
+    codes, scores = model.candidate_scores(np.array([0, 4]))  # 4 is the most recent
+    got = dict(zip(codes.tolist(), scores.tolist()))
+    assert got[5] == pytest.approx(0.8 + 0.001 * 0.5)
+    assert got[2] == pytest.approx(0.2 + 0.5 * 0.5 + 0.001 * 0.8)
+    assert got[1] == pytest.approx(0.5 * 0.5 + 0.001 * 0.9)
+
+
+def test_only_the_window_counts(model):
+    codes, _ = model.candidate_scores(np.array([3, 1, 1, 1]))  # 3 is 4 steps back, window is 3
+    assert 4 not in codes.tolist()
+
+
+def test_recommend_excludes_history_and_fills_with_popular(model):
+    assert model.recommend(np.array([3]), 3) == [4, 0, 1]
+    assert model.recommend(np.array([0, 1]), 3) == [2, 3, 4]
+
+
+def test_unknown_codes_are_ignored(model):
+    assert model.recommend(np.array([99]), 2) == [0, 1]
+
+
+def test_dense_scores_agree_with_candidates(model):
+    history = np.array([0, 3, 4])
+    dense = model.dense_scores(history)
+    codes, scores = model.candidate_scores(history)
+    assert np.allclose(dense[codes], scores)
+    others = np.setdiff1d(np.arange(6), codes)
+    assert np.allclose(dense[others], 0.001 * model.popularity[others])
+
+
+def test_popular_skips_excluded(model):
+    assert model.popular(3, exclude=np.array([0, 2])) == [1, 3, 4]
+
+
+def test_payload_round_trip(model):
+    model.version = 4
+    arrays, meta = model.to_payload()
+    again = NextTitleModel.from_payload(arrays, meta)
+    assert again.version == 4 and again.weights == model.weights
+    for history in ([0], [3, 4], [4, 0, 3]):
+        assert again.recommend(np.array(history), 4) == model.recommend(np.array(history), 4)

@@ -1,0 +1,98 @@
+"""/openapi.json is a valid OpenAPI 3 document that matches what the API really does."""
+
+import json
+
+import pytest
+from openapi_schema_validator import OAS30Validator
+from openapi_spec_validator import validate
+
+from nextwatch.api import create_app
+from nextwatch.settings import Settings
+from nextwatch.store import Store
+
+
+def inline_refs(node, document):
+    if isinstance(node, dict):
+        if "$ref" in node:
+            target = document
+            for part in node["$ref"].lstrip("#/").split("/"):
+                target = target[part]
+            return inline_refs(target, document)
+        return {key: inline_refs(value, document) for key, value in node.items()}
+    if isinstance(node, list):
+        return [inline_refs(value, document) for value in node]
+    return node
+
+
+@pytest.fixture
+def document(client):
+    response = client.get("/openapi.json")
+    assert response.status_code == 200
+    return inline_refs(response.get_json(), response.get_json())
+
+
+def test_document_is_valid_openapi(client):
+    validate(client.get("/openapi.json").get_json())
+
+
+def test_every_route_is_documented_and_nothing_else(client, document):
+    flask_routes = set()
+    for rule in client.application.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        path = rule.rule.replace("<", "{").replace(">", "}")
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            flask_routes.add((path, method.lower()))
+    documented = {(path, method) for path, item in document["paths"].items() for method in item}
+    assert flask_routes == documented
+
+
+def check(document, path, method, response):
+    """The response's status is documented for the route, and its JSON body fits the schema."""
+    documented = document["paths"][path][method]["responses"]
+    assert str(response.status_code) in documented, (path, method, response.status_code)
+    content = documented[str(response.status_code)].get("content", {})
+    if "application/json" in content:
+        OAS30Validator(content["application/json"]["schema"]).validate(response.get_json())
+    for header in documented[str(response.status_code)].get("headers", {}):
+        assert header in response.headers
+    return response.status_code
+
+
+def test_every_documented_status_is_produced(client, document, store, settings):
+    produced = set()
+
+    def record(path, method, response):
+        produced.add((path, method, check(document, path, method, response)))
+
+    record("/readyz", "get", client.get("/readyz"))  # 503: no model yet
+    record("/recommend/{user_id}", "get", client.get("/recommend/U1"))  # catalog fallback, empty catalog
+    from conftest import DEFAULT_NEIGHBOURS, publish_test_model
+
+    publish_test_model(store, DEFAULT_NEIGHBOURS)
+    record("/readyz", "get", client.get("/readyz"))
+    record("/healthz", "get", client.get("/healthz"))
+    record("/metrics", "get", client.get("/metrics"))
+    record("/openapi.json", "get", client.get("/openapi.json"))
+    record("/watched", "post", client.post("/watched?k=3", json={"user_id": "U1", "content_id": "C1010"}))
+    record("/watched", "post", client.post("/watched", json={"user_id": 1}))
+    record("/watched", "post", client.post("/watched", data="{}", content_type="text/plain"))
+    record("/watched", "post", client.post("/watched", json={"pad": "x" * 70_000}))
+    store.client.set(store.keys.event_id("U1", "e1"), "pending")
+    record("/watched", "post", client.post("/watched", json={"user_id": "U1", "content_id": "C1", "event_id": "e1"}))
+    record("/recommend/{user_id}", "get", client.get("/recommend/U1?k=5"))
+    record("/recommend/{user_id}", "get", client.get("/recommend/U%201"))
+
+    # Redis unreachable: an app whose Redis is a closed port answers 503, never 500.
+    unreachable = Settings(redis_url="redis://127.0.0.1:1/0", redis_timeout_seconds=0.2)
+    down = create_app(unreachable, Store.from_settings(unreachable)).test_client()
+    record("/watched", "post", down.post("/watched", json={"user_id": "U1", "content_id": "C1"}))
+    record("/recommend/{user_id}", "get", down.get("/recommend/U1"))
+
+    documented = {
+        (path, method, int(status))
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+        for status in operation["responses"]
+    }
+    assert documented - produced == set()
