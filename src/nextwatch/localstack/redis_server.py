@@ -17,6 +17,8 @@ def free_port(preferred: int | None = None) -> int:
     """``preferred`` if nothing listens there, else any free loopback port."""
     if preferred:
         with socket.socket() as probe:
+            # As servers do: a port whose old connections linger in TIME_WAIT is still free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind(("127.0.0.1", preferred))
                 return preferred

@@ -1,0 +1,1 @@
+"""Data sets nextwatch can train on: the deterministic demo catalog and watch history."""

@@ -1,0 +1,386 @@
+"""Readers that turn a data set file into watch events, or a title file into titles.
+
+Event formats (``EVENT_FORMATS``):
+
+    movielens-100k  u.data: ``user<TAB>item<TAB>rating<TAB>timestamp``
+    movielens-1m    ratings.dat: ``user::item::rating::timestamp``
+    movielens-csv   ratings.csv (ml-latest, 20M, 25M): header ``userId,movieId,rating,timestamp``
+    csv             header with ``user_id``, ``content_id``, ``timestamp`` and optionally
+                    ``event_type``, ``progress``; any column order, quoted fields allowed
+    jsonl           one JSON object a line with the same keys; ids may be numbers
+    parquet         the same columns; a Parquet timestamp column becomes unix seconds
+    sequences       one user a line: ``user item item ...`` in order; timestamp = position
+
+A rating counts as a watch event; its value is not read. Timestamps are unix seconds and
+must be finite numbers. A bad row is never dropped silently and never stops the read: it is
+counted, and the first ``max_problems`` are kept with their line number (row number for
+Parquet) and the rule they broke. Blank lines carry no row and are passed over.
+
+Events are columns, with the ids stored once and referred to by code: a 25M-row file keeps
+no per-row Python objects.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import re
+from array import array
+from typing import Iterator
+
+import numpy as np
+
+__all__ = ["EVENT_FORMATS", "TITLE_FORMATS", "Events", "ReadResult", "TitlesResult", "read_events",
+           "read_titles"]
+
+EVENT_FORMATS = ("movielens-100k", "movielens-1m", "movielens-csv", "csv", "jsonl", "parquet", "sequences")
+TITLE_FORMATS = ("movielens-100k", "movielens-1m", "movielens-csv")
+MAX_PROBLEMS = 100
+# The genre flags of ml-100k's u.item, in column order (u.genre); "unknown" means none.
+ML100K_GENRES = ("unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
+                 "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi",
+                 "Thriller", "War", "Western")
+_TITLE_RULES = {"movielens-100k": "expected 24 '|'-separated fields: a content id, ..., 19 genre flags of 0 or 1",
+                "movielens-1m": "expected 3 '::'-separated fields: a content id, the title, the genres",
+                "movielens-csv": "expected 3 fields: a content id, the title, the genres"}
+_TITLE_YEAR = re.compile(r"^(.*?)\s*\((\d{4})\)\s*$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Events:
+    """Watch events as columns. ``user_codes[k]`` indexes ``user_ids`` (the distinct users, in
+    first-seen order); likewise for content. ``sequence`` is the position in the file: it puts
+    events with equal timestamps back in file order."""
+
+    user_ids: np.ndarray  # object array of str
+    content_ids: np.ndarray  # object array of str
+    user_codes: np.ndarray  # int32
+    content_codes: np.ndarray  # int32
+    timestamp: np.ndarray  # float64
+    sequence: np.ndarray  # int64
+    event_type: np.ndarray | None = None  # object array of str ("" where absent), if the file has it
+    progress: np.ndarray | None = None  # float64, NaN where absent, if the file has it
+
+    def __len__(self) -> int:
+        return len(self.timestamp)
+
+    def user_id(self) -> np.ndarray:
+        """The user id of every event."""
+        return self.user_ids[self.user_codes]
+
+    def content_id(self) -> np.ndarray:
+        """The content id of every event."""
+        return self.content_ids[self.content_codes]
+
+    @classmethod
+    def from_columns(cls, user_id, content_id, timestamp, sequence=None, event_type=None, progress=None) -> "Events":
+        """Events from per-event columns (as tests and in-memory sources have them);
+        ``sequence`` defaults to the given order."""
+        users, user_codes = _encode(user_id)
+        contents, content_codes = _encode(content_id)
+        timestamp = np.asarray(timestamp, dtype=np.float64)
+        sequence = np.arange(len(timestamp)) if sequence is None else sequence
+        return cls(users, contents, user_codes, content_codes, timestamp, np.asarray(sequence, np.int64),
+                   None if event_type is None else np.asarray(event_type, dtype=object),
+                   None if progress is None else np.asarray(progress, dtype=np.float64))
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadResult:
+    events: Events
+    problems: list[tuple[int, str]]  # (line number, rule broken): the first MAX_PROBLEMS of them
+    problem_count: int  # every bad row, kept or not
+
+    def summary(self) -> str:
+        text = f"{len(self.events)} events, {self.problem_count} bad rows"
+        shown = "; ".join(f"line {line}: {reason}" for line, reason in self.problems[:5])
+        return f"{text} ({shown}{'; ...' if self.problem_count > 5 else ''})" if shown else text
+
+
+@dataclasses.dataclass(frozen=True)
+class TitlesResult:
+    titles: list[dict]  # {"content_id": str, "name": str, "genres": [str], "year": int | None}
+    problems: list[tuple[int, str]]
+    problem_count: int
+
+
+def read_events(path: str | os.PathLike, fmt: str, max_problems: int = MAX_PROBLEMS) -> ReadResult:
+    """Read the events of a file in format ``fmt`` (one of ``EVENT_FORMATS``)."""
+    readers = {"movielens-100k": _read_movielens, "movielens-1m": _read_movielens,
+               "movielens-csv": _read_movielens, "csv": _read_csv, "jsonl": _read_jsonl,
+               "parquet": _read_parquet, "sequences": _read_sequences}
+    if fmt not in readers:
+        raise ValueError(f"event format must be one of {', '.join(EVENT_FORMATS)}, got {fmt!r}")
+    problems = _Problems(max_problems)
+    events = readers[fmt](os.fspath(path), fmt, problems)
+    return ReadResult(events, problems.kept, problems.count)
+
+
+def read_titles(path: str | os.PathLike, fmt: str, max_problems: int = MAX_PROBLEMS) -> TitlesResult:
+    """Read a MovieLens title file: u.item (``movielens-100k``), movies.dat (``movielens-1m``)
+    or movies.csv (``movielens-csv``). The year is taken off the end of the name."""
+    if fmt not in TITLE_FORMATS:
+        raise ValueError(f"title format must be one of {', '.join(TITLE_FORMATS)}, got {fmt!r}")
+    problems = _Problems(max_problems)
+    titles = []
+    encoding = "utf-8" if fmt == "movielens-csv" else "latin-1"
+    with open(path, encoding=encoding, errors="replace", newline="") as f:
+        lines = _NumberedLines(f)
+        if fmt == "movielens-csv":
+            rows = csv.reader(lines)
+            header = next(rows, None)
+            if header is None or header[:3] != ["movieId", "title", "genres"]:
+                raise ValueError(f"{path}: movies.csv must start with the header movieId,title,genres")
+        else:
+            rows = (line.rstrip("\r\n").split("|" if fmt == "movielens-100k" else "::") for line in lines)
+        for fields in rows:
+            if fields in ([], [""]):
+                continue
+            if fmt == "movielens-100k":
+                ok = len(fields) == 5 + len(ML100K_GENRES) and all(x in ("0", "1") for x in fields[5:])
+                genres = [g for g, flag in zip(ML100K_GENRES[1:], fields[6:]) if flag == "1"] if ok else []
+            else:
+                ok = len(fields) == 3
+                genres = [g for g in fields[2].split("|") if g and g != "(no genres listed)"] if ok else []
+            if not ok or not fields[0]:
+                problems.add(lines.number, _TITLE_RULES[fmt])
+                continue
+            name, year = _name_and_year(fields[1])
+            if year is None and fmt == "movielens-100k" and fields[2][-4:].isdigit():
+                year = int(fields[2][-4:])  # the release date, e.g. 01-Jan-1995
+            titles.append({"content_id": fields[0], "name": name, "genres": genres, "year": year})
+    return TitlesResult(titles, problems.kept, problems.count)
+
+
+# -- event formats ------------------------------------------------------------------------------
+def _read_movielens(path: str, fmt: str, problems: "_Problems") -> Events:
+    events = _EventColumns()
+    separator = {"movielens-100k": "\t", "movielens-1m": "::", "movielens-csv": ","}[fmt]
+    columns = (0, 1, 3)
+    with open(path, encoding="latin-1", newline="") as f:
+        lines = enumerate(f, 1)
+        if fmt == "movielens-csv":
+            header = next(lines, (0, ""))[1].strip().split(",")
+            try:
+                columns = tuple(header.index(name) for name in ("userId", "movieId", "timestamp"))
+            except ValueError:
+                raise ValueError(f"{path}: ratings.csv needs the header columns userId, movieId, timestamp; "
+                                 f"got {','.join(header)}") from None
+        width = 4 if fmt != "movielens-csv" else len(header)
+        for number, line in lines:
+            fields = line.rstrip("\r\n").split(separator)
+            if len(fields) != width:
+                if line.strip():
+                    problems.add(number, f"expected {width} {separator!r}-separated fields, got {len(fields)}")
+                continue
+            events.add(number, problems, fields[columns[0]], fields[columns[1]], fields[columns[2]])
+    return events.build()
+
+
+def _read_sequences(path: str, fmt: str, problems: "_Problems") -> Events:
+    events = _EventColumns()
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            fields = _decoded(raw, number, problems)
+            if fields is None:
+                continue
+            fields = fields.split()
+            if len(fields) == 1:
+                problems.add(number, "a sequence line needs a user id and at least one item")
+            for position, item in enumerate(fields[1:]):
+                events.add(number, problems, fields[0], item, position)
+    return events.build()
+
+
+def _read_csv(path: str, fmt: str, problems: "_Problems") -> Events:
+    events = _EventColumns(extras=True)
+    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+        lines = _NumberedLines(f)
+        rows = csv.reader(lines)
+        header = next(rows, [])
+        missing = [name for name in ("user_id", "content_id", "timestamp") if name not in header]
+        if missing:
+            raise ValueError(f"{path}: CSV event files need the header columns user_id, content_id, timestamp; "
+                             f"missing {', '.join(missing)}")
+        index = [header.index(name) if name in header else None
+                 for name in ("user_id", "content_id", "timestamp", "event_type", "progress")]
+        for fields in rows:
+            if len(fields) != len(header):
+                if fields:
+                    problems.add(lines.number, f"expected {len(header)} fields, got {len(fields)}")
+                continue
+            events.add(lines.number, problems, *(fields[i] if i is not None else "" for i in index))
+    return events.build()
+
+
+def _read_jsonl(path: str, fmt: str, problems: "_Problems") -> Events:
+    events = _EventColumns(extras=True)
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw)
+            except ValueError:
+                problems.add(number, "not a JSON object (or not UTF-8)")
+                continue
+            if not isinstance(row, dict):
+                problems.add(number, "each line must be a JSON object")
+                continue
+            stamp = row.get("timestamp")
+            if not isinstance(stamp, (int, float)) or isinstance(stamp, bool):
+                problems.add(number, "timestamp must be a number (unix seconds)")
+                continue
+            values = [_json_text(row.get(key)) for key in ("user_id", "content_id")]
+            progress = row.get("progress")
+            events.add(number, problems, values[0], values[1], stamp, _json_text(row.get("event_type")) or "",
+                       "" if progress is None else progress)
+    return events.build()
+
+
+def _read_parquet(path: str, fmt: str, problems: "_Problems") -> Events:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    missing = [name for name in ("user_id", "content_id", "timestamp") if name not in table.column_names]
+    if missing:
+        raise ValueError(f"{path}: Parquet event files need columns user_id, content_id, timestamp; "
+                         f"missing {', '.join(missing)}")
+    ids = {name: pc.cast(table[name], pa.string()) for name in ("user_id", "content_id")}
+    stamp = table["timestamp"]
+    if pa.types.is_timestamp(stamp.type):
+        per_second = {"s": 1, "ms": 1e3, "us": 1e6, "ns": 1e9}[stamp.type.unit]
+        stamp = pc.divide(pc.cast(pc.cast(stamp, pa.int64()), pa.float64()), per_second)
+    elif pa.types.is_string(stamp.type) or pa.types.is_large_string(stamp.type):
+        stamp = pa.array([_number(x) for x in stamp.to_pylist()], pa.float64())
+    timestamp = np.asarray(pc.fill_null(pc.cast(stamp, pa.float64()), np.nan), dtype=np.float64)
+    good = np.isfinite(timestamp)
+    for name, column in ids.items():
+        good &= np.asarray(pc.fill_null(pc.utf8_length(column), 0)) > 0
+    for row in np.flatnonzero(~good):
+        problems.add(int(row) + 1, "user_id and content_id must be non-empty and timestamp a finite number")
+    keep = pa.array(good)
+    extras = {}
+    for name in ("event_type", "progress"):
+        if name in table.column_names:
+            values = table[name].filter(keep)
+            extras[name] = (np.asarray(pc.fill_null(pc.cast(values, pa.string()), ""), dtype=object)
+                            if name == "event_type" else np.asarray(pc.fill_null(pc.cast(values, pa.float64()),
+                                                                                 np.nan), dtype=np.float64))
+    coded = [ids[name].filter(keep).combine_chunks().dictionary_encode() for name in ("user_id", "content_id")]
+    return Events(*(np.asarray(c.dictionary.to_pylist(), dtype=object) for c in coded),
+                  *(np.asarray(c.indices, dtype=np.int32) for c in coded),
+                  timestamp[good], np.flatnonzero(good).astype(np.int64),
+                  extras.get("event_type"), extras.get("progress"))
+
+
+# -- helpers ------------------------------------------------------------------------------------
+class _Problems:
+    def __init__(self, limit: int):
+        self.limit, self.kept, self.count = limit, [], 0
+
+    def add(self, line: int, reason: str) -> None:
+        self.count += 1
+        if len(self.kept) < self.limit:
+            self.kept.append((line, reason))
+
+
+class _EventColumns:
+    """Events appended one at a time into typed arrays, ids encoded by dictionaries."""
+
+    def __init__(self, extras: bool = False):
+        self.users: dict[str, int] = {}
+        self.contents: dict[str, int] = {}
+        self.user_codes, self.content_codes = array("i"), array("i")
+        self.timestamp, self.sequence = array("d"), array("q")
+        self.extras = extras
+        self.event_types: dict[str, int] = {}
+        self.event_type_codes, self.progress = array("i"), array("d")
+
+    def add(self, line: int, problems: _Problems, user, content, stamp, event_type="", progress="") -> None:
+        if not user or not content:
+            problems.add(line, "user id and content id must not be empty")
+            return
+        stamp = _number(stamp)
+        if stamp is None:
+            problems.add(line, "timestamp must be a finite number (unix seconds)")
+            return
+        if self.extras:
+            progress = math.nan if progress == "" else _number(progress)
+            if progress is None:
+                problems.add(line, "progress, when given, must be a finite number")
+                return
+            self.event_type_codes.append(self.event_types.setdefault(event_type, len(self.event_types)))
+            self.progress.append(progress)
+        self.user_codes.append(self.users.setdefault(user, len(self.users)))
+        self.content_codes.append(self.contents.setdefault(content, len(self.contents)))
+        self.timestamp.append(stamp)
+        self.sequence.append(len(self.sequence))
+
+    def build(self) -> Events:
+        event_type = progress = None
+        if self.extras:
+            event_type = np.asarray(list(self.event_types), dtype=object)[np.frombuffer(self.event_type_codes,
+                                                                                       np.int32)]
+            progress = np.frombuffer(self.progress, np.float64)
+        return Events(np.asarray(list(self.users), dtype=object), np.asarray(list(self.contents), dtype=object),
+                      np.frombuffer(self.user_codes, np.int32), np.frombuffer(self.content_codes, np.int32),
+                      np.frombuffer(self.timestamp, np.float64), np.frombuffer(self.sequence, np.int64),
+                      event_type, progress)
+
+
+class _NumberedLines:
+    """Lines of a text file that remember the number of the last one handed out (for the csv
+    module, whose records may span lines)."""
+
+    def __init__(self, f):
+        self.f, self.number = f, 0
+
+    def __iter__(self) -> Iterator[str]:
+        for self.number, line in enumerate(self.f, 1):
+            yield line
+
+
+def _number(value) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _decoded(raw: bytes, number: int, problems: _Problems) -> str | None:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        problems.add(number, "not valid UTF-8")
+        return None
+
+
+def _json_text(value) -> str:
+    """An id as text: strings as they are, numbers as their text (as Spark reads them)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return ""
+
+
+def _name_and_year(title: str) -> tuple[str, int | None]:
+    match = _TITLE_YEAR.match(title)
+    return (match.group(1), int(match.group(2))) if match else (title.strip(), None)
+
+
+def _encode(values) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct values in first-seen order, and each value's code."""
+    values = np.asarray(values).astype(str).astype(object)
+    distinct, first, codes = np.unique(values, return_index=True, return_inverse=True)
+    order = np.argsort(first)
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    return distinct[order], rank[codes.ravel()].astype(np.int32)
