@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
+import tempfile
 import time
 
 import numpy as np
@@ -67,25 +69,25 @@ def train(
         raise ValueError(f"top_n must be at least 1, got {top_n}")
     started = time.monotonic()
     sources = list(sources or [])
-    frames = [event_sources.read_event_file(spark, path, rank) for rank, path in enumerate(sources)]
-    used_sources = list(sources)
-    if include_event_log:
-        # The live log ranks after the files: on equal timestamps, archived events came first.
-        live = event_sources.read_event_log(spark, store.events.read_all(), source_rank=len(sources))
-        if live is not None:
-            frames.append(live)
-            used_sources.append(event_sources.EVENT_LOG_SOURCE)
-    if not frames:
-        raise _no_events(sources, include_event_log)
-
-    # Both tables scan the events. Not cached on purpose: a second scan of Parquet or of the
-    # in-memory event log costs less than the cache, which ran a 1 GiB driver out of memory
-    # on a full (1M event) log.
-    events = event_sources.union_events(frames)
-    title_counts = popularity(events).toArrow()
-    if title_counts.num_rows == 0:
-        raise _no_events(sources, include_event_log)
-    candidates = next_title_candidates(events, top_n, order_column="seq").toArrow()
+    # The scratch folder holds the event log's snapshot until both Spark jobs have read it.
+    with tempfile.TemporaryDirectory(prefix="nextwatch-train-") as scratch:
+        frames = [event_sources.read_event_file(spark, path, rank) for rank, path in enumerate(sources)]
+        used_sources = list(sources)
+        if include_event_log:
+            snapshot = os.path.join(scratch, "event-log.parquet")
+            if event_sources.write_event_log(store.events.read_all(), snapshot):
+                # Ranked after the files: on equal timestamps, archived events came first.
+                frames.append(event_sources.read_event_file(spark, snapshot, source_rank=len(sources)))
+                used_sources.append(event_sources.EVENT_LOG_SOURCE)
+        if not frames:
+            raise _no_events(sources, include_event_log)
+        # Both tables scan the events. Not cached: a second scan of Parquet costs less than
+        # the cache, which ran a 1 GiB driver out of memory on a full (1M event) log.
+        events = event_sources.union_events(frames)
+        title_counts = popularity(events).toArrow()
+        if title_counts.num_rows == 0:
+            raise _no_events(sources, include_event_log)
+        candidates = next_title_candidates(events, top_n, order_column="seq").toArrow()
 
     title_ids, codes, counts = assign_codes(store.catalog, title_counts)
     model = build_model(title_ids, codes, counts, candidates, weights, params={

@@ -6,13 +6,12 @@ in the order they were written (source, then file, then position in the file). `
 taken at read time, before any shuffle, because a shuffle forgets where a row came from.
 
 Why ``seq`` is more than ``monotonically_increasing_id()``: that id only increases within a
-Spark partition, and Spark packs file splits into partitions largest first, so two splits of
-one big file can land in partitions in either order. The split's start offset
-(``_metadata.file_block_start``) and the file's path restore the order between splits and
-files; the id orders rows inside one split.
+Spark partition, and Spark packs file splits into partitions largest first, so the files of a
+folder are not read in name order (tests/test_training.py shows it). The file's path and the
+split's start offset (``_metadata.file_block_start``) restore the order between files and
+splits; the id orders rows inside one split.
 
-Rows missing any of the three fields, or whose timestamp is not a number, are skipped.
-"""
+Rows missing any of the three fields, or whose timestamp is not a number, are skipped."""
 
 from __future__ import annotations
 
@@ -20,7 +19,8 @@ import os
 from typing import Iterable, Iterator
 
 import pyarrow as pa
-from pyspark.sql import Column, DataFrame, SparkSession
+import pyarrow.parquet as pq
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, StringType, StructField, StructType
 
@@ -33,7 +33,7 @@ EVENT_SCHEMA = StructType(
     ]
 )
 EVENT_LOG_SOURCE = "redis:event-log"
-ARROW_BATCH_ROWS = 100_000  # rows of the event log turned into Arrow arrays at a time
+ARROW_BATCH_ROWS = 100_000  # event log rows held in memory at a time (one Parquet row group)
 
 
 def file_format(path: str) -> str:
@@ -65,35 +65,49 @@ def read_event_file(spark: SparkSession, path: str, source_rank: int) -> DataFra
     missing = [c for c in EVENT_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"{path}: event files need columns {', '.join(EVENT_COLUMNS)}; missing {', '.join(missing)}")
-    seq = F.struct(
-        F.lit(source_rank).alias("source"),
-        F.col("_metadata.file_path").alias("file"),
-        F.col("_metadata.file_block_start").alias("block"),
-        F.monotonically_increasing_id().alias("row"),
+    # try_cast: a malformed value becomes null and the row is skipped, rather than failing a
+    # job over millions of rows (Spark 4 casts strictly by default). A Parquet timestamp
+    # column casts to its unix seconds.
+    events = frame.select(
+        F.col("user_id").try_cast("string").alias("user_id"),
+        F.col("content_id").try_cast("string").alias("content_id"),
+        F.col("timestamp").try_cast("double").alias("timestamp"),
+        F.struct(
+            F.lit(source_rank).alias("source"),
+            F.col("_metadata.file_path").alias("file"),
+            F.col("_metadata.file_block_start").alias("block"),
+            F.monotonically_increasing_id().alias("row"),
+        ).alias("seq"),
     )
-    return _typed(frame, seq)
+    return events.where(F.col("user_id").isNotNull() & F.col("content_id").isNotNull() & F.col("timestamp").isNotNull())
 
 
-def read_event_log(spark: SparkSession, events: Iterable[dict], source_rank: int) -> DataFrame | None:
-    """The live events (``EventLog.read_all()``, oldest first) as a DataFrame, or None when
-    there are none.
+def write_event_log(events: Iterable[dict], path: str) -> int:
+    """Write the live events (``EventLog.read_all()``, oldest first) to a Parquet file at
+    ``path``, to be read back with :func:`read_event_file`; returns how many were written
+    (no file is written for none).
 
-    They go through Arrow: columns are built a batch at a time (no per-row Python objects kept),
-    and Spark ships Arrow batches to the JVM in order, one per partition, so the
-    id taken here follows the stream's order. Unlike a temporary file on the driver, this also
-    works when executors run on other machines.
+    Why a file: handing a full log (~1M events) to ``spark.createDataFrame`` keeps every row in
+    the driver's heap and inside each task, and ran a 1 GiB driver out of memory; a file is read
+    in streaming fashion like any other source, and the writer here holds one batch at a time.
+    The file must be readable by the executors: true for local mode and for a standalone cluster
+    on this machine. For executors elsewhere, archive the log to shared storage and train on
+    that with ``include_event_log=False``.
     """
-    batches = [batch for batch in _arrow_batches(events, ARROW_BATCH_ROWS) if batch.num_rows]
-    if not batches:
-        return None
-    frame = spark.createDataFrame(pa.Table.from_batches(batches))
-    seq = F.struct(
-        F.lit(source_rank).alias("source"),
-        F.lit("").alias("file"),
-        F.lit(0).cast("long").alias("block"),
-        F.monotonically_increasing_id().alias("row"),
-    )
-    return _typed(frame, seq)
+    written = 0
+    writer: pq.ParquetWriter | None = None
+    try:
+        for batch in _arrow_batches(events, ARROW_BATCH_ROWS):
+            if batch.num_rows == 0:
+                continue
+            if writer is None:
+                writer = pq.ParquetWriter(path, batch.schema)
+            writer.write_batch(batch)  # row groups in stream order, so the file keeps it
+            written += batch.num_rows
+    finally:
+        if writer is not None:
+            writer.close()
+    return written
 
 
 def union_events(frames: list[DataFrame]) -> DataFrame:
@@ -101,19 +115,6 @@ def union_events(frames: list[DataFrame]) -> DataFrame:
     for frame in frames[1:]:
         combined = combined.unionByName(frame)
     return combined
-
-
-def _typed(frame: DataFrame, seq: Column) -> DataFrame:
-    # try_cast: a malformed value becomes null and the row is skipped, rather than failing a
-    # job over millions of rows (Spark 4 casts strictly by default). A Parquet timestamp column
-    # casts to its unix seconds.
-    typed = frame.select(
-        F.col("user_id").try_cast("string").alias("user_id"),
-        F.col("content_id").try_cast("string").alias("content_id"),
-        F.col("timestamp").try_cast("double").alias("timestamp"),
-        seq.alias("seq"),
-    )
-    return typed.where(F.col("user_id").isNotNull() & F.col("content_id").isNotNull() & F.col("timestamp").isNotNull())
 
 
 def _arrow_batches(events: Iterable[dict], size: int) -> Iterator[pa.RecordBatch]:
