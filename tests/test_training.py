@@ -92,6 +92,16 @@ def test_repeated_title_is_not_a_transition(settings, store, spark, tmp_path):
     assert neighbours(store, result.version) == {"A": [("B", 1.0)], "B": [("A", 1.0)]}
 
 
+def test_events_without_any_transition_give_a_popularity_only_model(settings, store, spark, tmp_path):
+    rows = [("u1", "A", 1.0), ("u2", "A", 1.0), ("u3", "B", 1.0)]
+    result = train(settings, store, spark, [write_csv(tmp_path / "e.csv", rows)])
+
+    model = store.models.load(result.version)
+    assert neighbours(store, result.version) == {}
+    np.testing.assert_allclose(model.popularity, [1.0, 0.5])
+    assert model.recommend(np.array([0]), 5) == [1]
+
+
 def test_equal_timestamps_keep_file_order(settings, store, spark, tmp_path):
     # Z, X, Y at one instant: neither alphabetical nor reverse order, only the file's.
     rows = [("u1", "Z", 10.0), ("u1", "X", 10.0), ("u1", "Y", 10.0)]

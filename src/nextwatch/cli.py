@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _train(settings, args) -> int:
     from .store import Store
-    from .training.job import train
+    from .training.job import TrainingError, train
     from .training.spark import spark_session
 
     store = Store.from_settings(settings)
@@ -86,6 +86,9 @@ def _train(settings, args) -> int:
     try:
         result = train(settings, store, spark, sources=args.events, include_event_log=not args.no_event_log,
                        top_n=args.top_n)
+    except (TrainingError, FileNotFoundError, ValueError) as problem:
+        print(f"nextwatch train: {problem}", file=sys.stderr)
+        return 2
     finally:
         spark.stop()
     print(f"published model version {result.version}: {result.events} events, {result.titles} titles, "

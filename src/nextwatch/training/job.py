@@ -90,9 +90,8 @@ def train(
         candidates = next_title_candidates(events, top_n, order_column="seq").toArrow()
 
     title_ids, codes, counts = assign_codes(store.catalog, title_counts)
-    model = build_model(title_ids, codes, counts, candidates, weights, params={
-        "top_n": top_n, "window": weights.window, "decay": weights.decay,
-    })
+    params = {"top_n": top_n, "window": weights.window, "decay": weights.decay}
+    model = build_model(title_ids, codes, counts, candidates, weights, params)
     model.trained_at = time.time()
     duration = time.monotonic() - started
     n_events = int(counts.sum())
