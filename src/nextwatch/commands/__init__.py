@@ -1,0 +1,10 @@
+"""One module per `nextwatch` subcommand, each with ``add_parser(subparsers)`` and ``run(args)``.
+
+Heavy imports (Flask, Spark) happen inside ``run``, so `nextwatch --help` is instant and
+`serve` can set up multiprocess metrics before Flask is imported.
+"""
+
+from . import demo, serve, train
+
+# The order of `nextwatch --help`.
+COMMANDS = [serve, train, demo]

@@ -1,0 +1,22 @@
+"""nextwatch serve: the HTTP API under gunicorn."""
+
+from ..settings import load_settings
+from .options import add_redis_option
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser("serve", help="serve the HTTP API with gunicorn",
+                                   description="Serve the HTTP API with gunicorn worker processes.")
+    add_redis_option(parser)
+    parser.add_argument("--host", help="listen address (env NEXTWATCH_HOST, default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="listen port (env NEXTWATCH_PORT, default 5000)")
+    parser.add_argument("--workers", type=int, help="worker processes (env NEXTWATCH_WORKERS, default 4)")
+    return parser
+
+
+def run(args) -> int:
+    settings = load_settings(redis_url=args.redis_url, host=args.host, port=args.port, workers=args.workers)
+    from ..server import serve
+
+    serve(settings)
+    return 0
