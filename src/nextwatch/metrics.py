@@ -28,27 +28,29 @@ request_latency = Histogram(
 
 
 class ModelInfoCollector:
-    """Model version and age, read when Prometheus scrapes, so they are right whichever worker
-    answers the scrape (a gauge per worker would report what that worker last loaded)."""
+    """Facts about the serving model, read from Redis when Prometheus scrapes, so they are right
+    whichever worker answers the scrape (a gauge per worker would report what that worker last
+    loaded). ``read_model_info`` returns None when no model is published (or Redis is down),
+    else a dict with version, trained_at, now, and optionally duration_seconds and ndcg_at_10."""
+
+    GAUGES = {
+        "version": ("model_version", "Version of the model serving now (0: none)"),
+        "age": ("model_age_seconds", "Seconds since the serving model was trained"),
+        "trained_at": ("model_trained_timestamp_seconds", "When the serving model was trained (unix seconds)"),
+        "duration_seconds": ("model_training_duration_seconds", "How long training the serving model took"),
+        "ndcg_at_10": ("model_offline_ndcg_at_10", "Offline NDCG@10 of the serving model, measured in training"),
+    }
 
     def __init__(self, read_model_info):
-        self.read_model_info = read_model_info  # () -> (version, trained_at unix seconds) or None
+        self.read_model_info = read_model_info
 
     def collect(self):
-        info = self.read_model_info()
-        version = GaugeMetricFamily("model_version", "Version of the model serving now (0: none)")
-        age = GaugeMetricFamily("model_age_seconds", "Seconds since the serving model was trained")
-        trained = GaugeMetricFamily("model_trained_timestamp_seconds", "When the serving model was trained")
-        if info:
-            version.add_metric([], info[0])
-            trained.add_metric([], info[1])
-            age.add_metric([], max(0.0, info[2] - info[1]))
-        else:
-            version.add_metric([], 0)
-        yield version
-        if info:
-            yield age
-            yield trained
+        info = self.read_model_info() or {"version": 0}
+        if "trained_at" in info:
+            info["age"] = max(0.0, info["now"] - info["trained_at"])
+        for field, (name, documentation) in self.GAUGES.items():
+            if info.get(field) is not None:
+                yield GaugeMetricFamily(name, documentation, value=float(info[field]))
 
 
 def render(read_model_info) -> bytes:

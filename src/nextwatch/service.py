@@ -196,16 +196,20 @@ class RecommendationService:
         return answer
 
     # -- operations --------------------------------------------------------------------------
-    def model_info(self) -> tuple[int, float, float] | None:
-        """(version, trained_at, now) of the published model, for /metrics."""
+    def model_info(self) -> dict | None:
+        """Facts about the published model for /metrics (see metrics.ModelInfoCollector)."""
         try:
             version = self.store.models.current_version()
             if not version:
                 return None
             meta = self.store.models.metadata(version)
-            return version, float(meta.get("trained_at", 0.0)), time.time()
         except StoreUnavailable:
             return None
+        info = {"version": version, "trained_at": float(meta.get("trained_at", 0.0)), "now": time.time()}
+        for field, key in (("duration_seconds", "duration_seconds"), ("ndcg_at_10", "ndcg@10")):
+            if meta.get(key):
+                info[field] = float(meta[key])
+        return info
 
     def readiness(self) -> tuple[bool, str]:
         if not self.store.ping():

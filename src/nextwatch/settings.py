@@ -81,6 +81,7 @@ class Settings:
     redis_timeout_seconds: float = 1.0
     spark_master: str = "local[2]"
     data_dir: str = ".nextwatch"
+    archive_dir: str = ".nextwatch/archive"
 
     def with_overrides(self, **overrides: Any) -> "Settings":
         return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
@@ -102,6 +103,7 @@ SETTINGS_SPEC: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "redis_timeout_seconds": ("REDIS_TIMEOUT", _seconds(0.01, 60), "Redis connect/read timeout"),
     "spark_master": ("SPARK_MASTER", _text, "Spark master URL for training"),
     "data_dir": ("DATA_DIR", _text, "folder for the demo's Redis data, catalog and event files"),
+    "archive_dir": ("ARCHIVE_DIR", _text, "folder of the event archive (Parquet, one folder per day)"),
 }
 
 
