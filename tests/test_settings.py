@@ -33,7 +33,7 @@ def test_flags_override_environment():
     ("NEXTWATCH_REDIS_URL", "localhost:6379", "must start with redis://"),
     ("NEXTWATCH_KEY_PREFIX", "a:b", "characters"),
     ("NEXTWATCH_HISTORY_LENGTH", "-5", "between"),
-    ("NEXTWATCH_REDIS_TIMEOUT", "soon", "number of seconds"),
+    ("NEXTWATCH_REDIS_TIMEOUT", "soon", "must be a number of seconds"),
 ])
 def test_bad_value_names_the_variable(variable, value, phrase):
     with pytest.raises(SettingsError) as problem:

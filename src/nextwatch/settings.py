@@ -19,30 +19,28 @@ class SettingsError(ValueError):
     """A setting has a value that cannot be used; the message names the variable."""
 
 
-def _integer(low: int, high: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
+def _number(kind: type, low, high, unit: str = "") -> Callable[[str], Any]:
+    """A parser for an int or float setting within [low, high]."""
+    described = "a whole number" if kind is int else "a number"
+
+    def parse(raw: str):
         try:
-            value = int(raw)
+            value = kind(raw)
         except ValueError:
-            raise ValueError(f"must be a whole number, got {raw!r}") from None
+            raise ValueError(f"must be {described}{' of' + unit if unit else ''}, got {raw!r}") from None
         if not low <= value <= high:
-            raise ValueError(f"must be between {low} and {high}, got {value}")
+            raise ValueError(f"must be between {low} and {high}{unit}, got {value}")
         return value
 
     return parse
+
+
+def _integer(low: int, high: int) -> Callable[[str], int]:
+    return _number(int, low, high)
 
 
 def _seconds(low: float, high: float) -> Callable[[str], float]:
-    def parse(raw: str) -> float:
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ValueError(f"must be a number of seconds, got {raw!r}") from None
-        if not low <= value <= high:
-            raise ValueError(f"must be between {low} and {high} seconds, got {value}")
-        return value
-
-    return parse
+    return _number(float, low, high, unit=" seconds")
 
 
 def _redis_url(raw: str) -> str:
