@@ -214,3 +214,29 @@ def test_session_stays_on_loopback(spark):
     assert conf.get("spark.driver.bindAddress") == "127.0.0.1"
     assert conf.get("spark.ui.enabled") == "false"
     assert spark.conf.get("spark.sql.shuffle.partitions") == "8"
+
+
+def test_an_event_in_both_the_archive_and_the_event_log_counts_once(spark, settings, store, tmp_path):
+    """The stack's trainer reads the archive and the live log; the archive keeps each event's
+    stream id, so an event still in the log after it was archived is not counted twice."""
+    from nextwatch.archiving import run_archive
+    from nextwatch.training.job import train
+
+    codes = dict(zip(["A", "B", "C"], store.catalog.register(["A", "B", "C"])))
+    for offset, title in enumerate(["A", "B", "C"]):
+        store.users.record_watch("U1", title, codes[title], 1000.0 + offset, None)
+    archive_settings = settings.with_overrides(archive_dir=str(tmp_path / "archive"))
+    run_archive(archive_settings, group="archiver", consumer="test", batch_size=100, flush_seconds=0.1, once=True)
+    assert store.events.length() == 3  # archived, and still in the capped stream
+    result = train(settings, store, spark, sources=[str(tmp_path / "archive")], include_event_log=True)
+    assert result.events == 3
+
+
+def test_an_archive_folder_without_files_yet_is_no_error(spark, settings, store, tmp_path):
+    from nextwatch.training.job import train
+
+    (tmp_path / "archive").mkdir()
+    codes = store.catalog.register(["A", "B"])
+    store.users.record_watch("U1", "A", codes[0], 1.0, None)
+    store.users.record_watch("U1", "B", codes[1], 2.0, None)
+    assert train(settings, store, spark, sources=[str(tmp_path / "archive")]).events == 2

@@ -71,7 +71,8 @@ def train(
     sources = list(sources or [])
     # The scratch folder holds the event log's snapshot until both Spark jobs have read it.
     with tempfile.TemporaryDirectory(prefix="nextwatch-train-") as scratch:
-        frames = [event_sources.read_event_file(spark, path, rank) for rank, path in enumerate(sources)]
+        read = [event_sources.read_event_file(spark, path, rank) for rank, path in enumerate(sources)]
+        frames = [frame for frame in read if frame is not None]  # None: a folder with no files yet
         used_sources = list(sources)
         if include_event_log:
             snapshot = os.path.join(scratch, "event-log.parquet")

@@ -11,7 +11,11 @@ folder are not read in name order (tests/test_training.py shows it). The file's 
 split's start offset (``_metadata.file_block_start``) restore the order between files and
 splits; the id orders rows inside one split.
 
-Rows missing any of the three fields, or whose timestamp is not a number, are skipped."""
+Rows missing any of the three fields, or whose timestamp is not a number, are skipped.
+
+An event that is both in the archive (``nextwatch archive``) and still in the live event log
+carries the same ``stream_id`` in both; :func:`union_events` keeps one of them, so training
+counts every accepted event once. Events from other files have no ``stream_id``."""
 
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ from typing import Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, StringType, StructField, StructType
 
@@ -47,11 +51,14 @@ def file_format(path: str) -> str:
     return "parquet"
 
 
-def read_event_file(spark: SparkSession, path: str, source_rank: int) -> DataFrame:
-    """Events from one file or folder; ``source_rank`` orders it against the other sources."""
+def read_event_file(spark: SparkSession, path: str, source_rank: int) -> DataFrame | None:
+    """Events from one file or folder; ``source_rank`` orders it against the other sources.
+    None for a folder that holds no event file yet (a fresh archive)."""
     if "://" not in path and not os.path.exists(path):
         raise FileNotFoundError(f"event file {path} does not exist")
     fmt = file_format(path)
+    if fmt == "parquet" and os.path.isdir(path) and not _has_parquet_files(path):
+        return None
     reader = spark.read.format(fmt)
     if fmt == "csv":
         # Header names, every column read as text: no inference pass over the data, and the
@@ -72,6 +79,7 @@ def read_event_file(spark: SparkSession, path: str, source_rank: int) -> DataFra
         F.col("user_id").try_cast("string").alias("user_id"),
         F.col("content_id").try_cast("string").alias("content_id"),
         F.col("timestamp").try_cast("double").alias("timestamp"),
+        (F.col("stream_id") if "stream_id" in frame.columns else F.lit(None)).cast("string").alias("stream_id"),
         F.struct(
             F.lit(source_rank).alias("source"),
             F.col("_metadata.file_path").alias("file"),
@@ -111,22 +119,35 @@ def write_event_log(events: Iterable[dict], path: str) -> int:
 
 
 def union_events(frames: list[DataFrame]) -> DataFrame:
+    """All sources as one DataFrame, each event with a ``stream_id`` kept once."""
     combined = frames[0]
     for frame in frames[1:]:
         combined = combined.unionByName(frame)
-    return combined
+    if len(frames) == 1:
+        return combined
+    logged = combined.where(F.col("stream_id").isNotNull())
+    first_copy = Window.partitionBy("stream_id").orderBy("seq")
+    deduplicated = (
+        logged.withColumn("copy", F.row_number().over(first_copy)).where(F.col("copy") == 1).drop("copy")
+    )
+    return combined.where(F.col("stream_id").isNull()).unionByName(deduplicated)
+
+
+def _has_parquet_files(folder: str) -> bool:
+    for _root, _dirs, files in os.walk(folder):
+        if any(name.endswith(".parquet") and not name.startswith(".") for name in files):
+            return True
+    return False
 
 
 def _arrow_batches(events: Iterable[dict], size: int) -> Iterator[pa.RecordBatch]:
-    schema = pa.schema([("user_id", pa.string()), ("content_id", pa.string()), ("timestamp", pa.float64())])
-    users: list[str] = []
-    contents: list[str] = []
-    stamps: list[float] = []
+    schema = pa.schema([("user_id", pa.string()), ("content_id", pa.string()), ("timestamp", pa.float64()),
+                        ("stream_id", pa.string())])
+    columns: tuple[list, ...] = ([], [], [], [])
     for event in events:
-        users.append(event["user_id"])
-        contents.append(event["content_id"])
-        stamps.append(event["timestamp"])
-        if len(users) == size:
-            yield pa.record_batch([users, contents, stamps], schema=schema)
-            users, contents, stamps = [], [], []
-    yield pa.record_batch([users, contents, stamps], schema=schema)
+        for column, field in zip(columns, schema.names):
+            column.append(event[field])
+        if len(columns[0]) == size:
+            yield pa.record_batch(list(columns), schema=schema)
+            columns = ([], [], [], [])
+    yield pa.record_batch(list(columns), schema=schema)
