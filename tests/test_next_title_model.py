@@ -56,3 +56,31 @@ def test_payload_round_trip(model):
     assert again.version == 4 and again.weights == model.weights
     for history in ([0], [3, 4], [4, 0, 3]):
         assert again.recommend(np.array(history), 4) == model.recommend(np.array(history), 4)
+
+
+def test_scores_match_a_plain_reference_on_random_models():
+    """The vectorised scorer against the formula written as plainly as possible."""
+    rng = np.random.default_rng(3)
+    for _ in range(30):
+        size = int(rng.integers(5, 60))
+        popularity = rng.random(size).astype(np.float32)
+        neighbours = {
+            source: [(int(t), float(rng.random())) for t in rng.choice(size, min(size, int(rng.integers(0, 8))), replace=False)]
+            for source in range(size) if rng.random() < 0.8
+        }
+        weights = PositionWeights(int(rng.integers(1, 6)), float(rng.uniform(0.2, 1.0)))
+        model = NextTitleModel.from_neighbour_lists(popularity, neighbours, weights=weights)
+        history = rng.integers(0, size + 3, rng.integers(0, 12))  # some codes unknown to the model
+
+        expected: dict[int, float] = {}
+        for position, title in enumerate(history[::-1][: weights.window]):
+            for target, score in neighbours.get(int(title), []):
+                expected[target] = expected.get(target, 0.0) + weights.decay ** position * score
+        codes, scores = model.candidate_scores(history)
+        assert sorted(expected) == codes.tolist()
+        for code, score in zip(codes.tolist(), scores.tolist()):
+            assert score == pytest.approx(expected[code] + 0.001 * popularity[code], rel=1e-5)
+
+        top = model.recommend(history, 5)
+        assert not set(top) & set(history.tolist())
+        assert len(top) == min(5, size - len(set(history.tolist()) & set(range(size))))

@@ -26,6 +26,16 @@ class InvalidInput(NextwatchError):
     error = "invalid_input"
 
 
+class UnsupportedMediaType(NextwatchError):
+    status = 415
+    error = "unsupported_media_type"
+
+
+class PayloadTooLarge(NextwatchError):
+    status = 413
+    error = "body_too_large"
+
+
 class NotFound(NextwatchError):
     status = 404
     error = "not_found"

@@ -73,7 +73,7 @@ class TitleCodes:
         return code
 
     def ids_for(self, codes) -> list[str]:
-        codes = [int(c) for c in codes]
+        codes = codes.tolist() if isinstance(codes, np.ndarray) else [int(c) for c in codes]
         if codes and max(codes) >= len(self.ids):
             self.refresh()
         return [self.ids[c] for c in codes]

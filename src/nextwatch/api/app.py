@@ -11,6 +11,7 @@ from ..service import RecommendationService
 from ..settings import Settings, load_settings
 from ..store import Store
 from . import errors, routes
+from .serving_routes import ServingRoutes
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -21,10 +22,12 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app = Flask("nextwatch")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False
-    app.extensions["nextwatch"] = RecommendationService(settings, store)
+    service = RecommendationService(settings, store)
+    app.extensions["nextwatch"] = service
     errors.register(app)
     app.register_blueprint(routes.blueprint)
     _measure_latency(app)
+    app.wsgi_app = ServingRoutes(app.wsgi_app, service, MAX_BODY_BYTES)
     return app
 
 

@@ -75,23 +75,30 @@ class NextTitleModel:
     # -- scoring ---------------------------------------------------------------------------------
     def candidate_scores(self, history: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Sparse scores from the neighbour table: (codes, scores) for titles reachable from
-        the user's recent history. Codes unknown to this model (newer titles) are skipped."""
+        the user's recent history, codes ascending. Codes unknown to this model (newer
+        titles) are skipped."""
         recent = np.asarray(history, dtype=np.int64)[::-1][: self.weights.window]
+        weights = self._weight_array[: len(recent)]
         known = recent < self.title_count
-        recent, weights = recent[known], self._weight_array[: len(recent)][known]
-        if len(recent) == 0:
-            return np.empty(0, np.int32), np.empty(0, np.float32)
+        if not known.all():
+            recent, weights = recent[known], weights[known]
         starts, ends = self.neighbour_offsets[recent], self.neighbour_offsets[recent + 1]
         lengths = ends - starts
-        if lengths.sum() == 0:
+        total = int(lengths.sum())
+        if total == 0:
             return np.empty(0, np.int32), np.empty(0, np.float32)
-        index = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)])
+        # Positions of every recent title's neighbours in the flat arrays, without a Python loop.
+        index = np.arange(total) + np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
         codes = self.neighbour_codes[index]
-        scores = self.neighbour_scores[index] * np.repeat(weights, lengths)
-        unique_codes, position = np.unique(codes, return_inverse=True)
-        summed = np.bincount(position, weights=scores).astype(np.float32)
+        scores = self.neighbour_scores[index].astype(np.float64) * np.repeat(weights, lengths)
+        # Sum the scores of each code: sort by code, then add up each run of equal codes.
+        order = np.argsort(codes, kind="stable")
+        codes, scores = codes[order], scores[order]
+        run_starts = np.flatnonzero(np.concatenate(([True], codes[1:] != codes[:-1])))
+        unique_codes = codes[run_starts]
+        summed = np.add.reduceat(scores, run_starts)
         summed += self.popularity_weight * self.popularity[unique_codes]
-        return unique_codes.astype(np.int32), summed
+        return unique_codes.astype(np.int32), summed.astype(np.float32)
 
     def dense_scores(self, history: np.ndarray) -> np.ndarray:
         """Scores for every title, as full-ranking evaluation needs: the same candidate
@@ -107,8 +114,8 @@ class NextTitleModel:
         history = np.asarray(history, dtype=np.int64)
         codes, scores = self.candidate_scores(history)
         if len(codes):
-            keep = ~np.isin(codes, history)
-            codes, scores = codes[keep], scores[keep]
+            unwatched = ~_contains(np.sort(history), codes)
+            codes, scores = codes[unwatched], scores[unwatched]
             order = np.lexsort((codes, -scores))[:k]
             chosen = codes[order].tolist()
         else:
@@ -173,3 +180,12 @@ class NextTitleModel:
             for j, (target, score) in enumerate(row):
                 codes[start + j], scores[start + j] = target, score
         return cls(popularity, offsets, codes, scores, **options)
+
+
+def _contains(sorted_values: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """For each candidate, whether it is in ``sorted_values`` (cheaper than np.isin for the
+    short arrays of one request, and no allocation the size of the catalog)."""
+    if len(sorted_values) == 0:
+        return np.zeros(len(candidates), dtype=bool)
+    position = np.minimum(np.searchsorted(sorted_values, candidates), len(sorted_values) - 1)
+    return sorted_values[position] == candidates

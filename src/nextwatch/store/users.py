@@ -1,9 +1,11 @@
 """Per-user state: watch history, cached prediction, remembered event ids.
 
 Layouts (docs/redis-keys.md): a history is a string of little-endian uint32 title codes, oldest
-first; a cached prediction is a uint32 model version, the CRC-32 of the history it was computed from,
-then uint32 title codes. The CRC makes a prediction invalid the moment the history changes, even
-when two watches of one user race each other. Binary
+first; a cached prediction is a uint32 stamp, the CRC-32 of the model version and the history it was
+computed from, then uint32 title codes. The stamp makes a prediction invalid the moment the
+history or the model changes, even when two watches of one user race each other. One stamp
+instead of a version and a CRC keeps a top-10 entry at 44 bytes, the largest value Redis stores
+in one allocation with its object (an "embstr"): 16 bytes a user less. Binary
 codes keep a 50-title history in ~200 bytes, a third of the same history as a list of strings.
 """
 
@@ -31,29 +33,29 @@ def decode_codes(raw: bytes | None) -> np.ndarray:
     return np.frombuffer(raw or b"", dtype=CODE)
 
 
-def history_fingerprint(history: np.ndarray) -> int:
-    return zlib.crc32(history.tobytes())
+def prediction_stamp(model_version: int, history: np.ndarray) -> int:
+    """CRC-32 of the model version and the history a prediction was computed from."""
+    return zlib.crc32(history.tobytes(), zlib.crc32(model_version.to_bytes(4, "little")))
 
 
 @dataclasses.dataclass(frozen=True)
 class CachedPrediction:
-    model_version: int
-    history_fingerprint: int
+    stamp: int
     codes: np.ndarray
 
     @classmethod
     def decode(cls, raw: bytes | None) -> "CachedPrediction | None":
-        if not raw or len(raw) < 12:
+        if not raw or len(raw) < 8:
             return None
         values = decode_codes(raw)
-        return cls(int(values[0]), int(values[1]), values[2:])
+        return cls(int(values[0]), values[1:])
 
     @staticmethod
     def encode(model_version: int, history: np.ndarray, codes) -> bytes:
-        return encode_codes([model_version, history_fingerprint(history), *codes])
+        return encode_codes([prediction_stamp(model_version, history), *codes])
 
     def is_valid_for(self, model_version: int, history: np.ndarray) -> bool:
-        return self.model_version == model_version and self.history_fingerprint == history_fingerprint(history)
+        return self.stamp == prediction_stamp(model_version, history)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,13 +138,12 @@ class UserStore:
     ) -> None:
         """One round trip: cache the prediction (with its TTL) and, for an event id, the answer
         that a retry of the same event gets."""
+        prediction = CachedPrediction.encode(model_version, history, codes)
+        if answer is None:  # one command needs no pipeline object (measurably cheaper)
+            self.client.set(self.keys.prediction(user_id), prediction, ex=self.settings.cache_ttl_seconds)
+            return
+        event_id, body = answer
         pipe = self.client.pipeline(transaction=False)
-        pipe.set(
-            self.keys.prediction(user_id),
-            CachedPrediction.encode(model_version, history, codes),
-            ex=self.settings.cache_ttl_seconds,
-        )
-        if answer is not None:
-            event_id, body = answer
-            pipe.set(self.keys.event_id(user_id, event_id), body, ex=self.settings.event_id_ttl_seconds)
+        pipe.set(self.keys.prediction(user_id), prediction, ex=self.settings.cache_ttl_seconds)
+        pipe.set(self.keys.event_id(user_id, event_id), body, ex=self.settings.event_id_ttl_seconds)
         pipe.execute()

@@ -1,0 +1,231 @@
+"""How close the API comes to the floor that its server and Redis set, measured side by side.
+
+    .venv/bin/python bench/serve.py [--duration 10] [--connections 16] [--workers N] [--rounds 2]
+
+Starts a private redis-server, publishes a synthetic model (5,000 titles x 50 neighbours),
+seeds two pools of users with 50-title histories and cached top-10 predictions, then serves
+both apps with the production gunicorn configuration and the same worker count (the settings
+default, 4):
+
+  (a) bench/bare_app.py: a WSGI app with no Flask, one Redis GET, a small JSON body;
+  (b) GET /recommend/<user>: cache hits, a random user of the read pool per request;
+  (c) POST /watched: a random user of the write pool, a random title per request.
+
+wrk (2 threads) measures each in turn after a warm-up; the three run interleaved for
+``--rounds`` rounds (every other round in reverse order) so that each round's ratios compare
+runs that shared the machine's load. The summary is the MEDIAN of the per-round ratios (with 2
+rounds: their mean). The machine is shared, so the ratios are the result; the absolute figures
+only describe this run. On a busy machine two 10 s runs of the same code can differ by 30% or
+more (try ``--variant src``, an A/A run): use more, shorter rounds (``--rounds 6 --duration 5``)
+to compare changes.
+
+``--variant DIR`` serves a second copy of the API from another source tree (a changed copy of
+src/) next to the first, measured in the same rounds as (b*) and (c*).
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import sys
+
+import nextwatch
+from nextwatch.settings import Settings
+from nextwatch.store import Store
+
+# Run as a script, so bench/ is on sys.path and its modules import by their plain names.
+from bare_app import SMALL_KEY, SMALL_VALUE
+from common import (
+    Interrupted, Processes, bare_server_command, check_bulk_writer, counters, free_port, group_cpu_seconds,
+    machine_note, process_cpu_seconds, publish_synthetic_model, real_server_command, run_wrk,
+    synthetic_histories, write_users,
+)
+
+TARGETS = (  # (label, numerator, denominator, what, comparison, target)
+    ("(b)/(a) throughput", "b", "a", "rps", ">=", 0.8),
+    ("(b) p99 / (a) p99", "b", "a", "p99", "<=", 2.0),
+    ("(c)/(a) throughput", "c", "a", "rps", ">=", 0.4),
+)
+NAMES = {
+    "a": "(a) bare WSGI, 1 GET",
+    "b": "(b) GET /recommend hit",
+    "c": "(c) POST /watched",
+    "b*": "(b*) same, --variant",
+    "c*": "(c*) same, --variant",
+}
+
+
+def seed(settings: Settings, args) -> None:
+    store = Store.from_settings(settings)
+    try:
+        model = publish_synthetic_model(store, args.titles, args.neighbours, seed=args.seed)
+        version = store.models.current_version()
+        for number, prefix in enumerate(("r", "w")):
+            histories = synthetic_histories(model, args.users, settings.history_length, seed=args.seed + 1 + number)
+            predictions = [model.recommend(h, settings.cache_top_k) for h in histories]
+            if number == 0:
+                problems = check_bulk_writer(store, settings, histories[0], predictions[0], version)
+                if problems:
+                    raise SystemExit("the bulk writer differs from the store's own code: " + "; ".join(problems))
+            write_users(store.client, store.keys, settings, [f"{prefix}{i}" for i in range(args.users)],
+                        histories, predictions, version)
+        store.client.delete(store.keys.event_log)  # the check's events; the benchmark starts empty
+        store.client.set(SMALL_KEY, SMALL_VALUE)
+        print(f"data: model version {version}, {args.titles} titles x {args.neighbours} neighbours; "
+              f"{args.users} read users (r*) + {args.users} write users (w*), "
+              f"{settings.history_length}-title histories, cached top-{settings.cache_top_k}; "
+              "bulk writer checked against record_watch + save_prediction: identical", flush=True)
+    finally:
+        store.close()
+
+
+def measure(key: str, processes: Processes, urls: dict, args, duration: float, round_number: int):
+    """One wrk run; the result and a note: CPU microseconds per request spent by the server's
+    processes, by redis-server and by wrk, and for the API what its counters saw."""
+    server = {"a": "bare", "b": "api", "c": "api"}.get(key, "variant")
+    cpu_before = (group_cpu_seconds(processes.groups[server]), process_cpu_seconds(processes.redis.process.pid),
+                  resource.getrusage(resource.RUSAGE_CHILDREN))
+    result, note = _measure(key, urls, args, duration, round_number)
+    server_cpu = group_cpu_seconds(processes.groups[server]) - cpu_before[0]
+    redis_cpu = process_cpu_seconds(processes.redis.process.pid) - cpu_before[1]
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wrk_cpu = (children.ru_utime + children.ru_stime) - (cpu_before[2].ru_utime + cpu_before[2].ru_stime)
+    per = 1e6 / max(1, result.requests)
+    result.cpu_us = {"server": server_cpu * per, "redis": redis_cpu * per, "wrk": wrk_cpu * per}
+    cpu = f"CPU/req: server {server_cpu * per:4.0f} us, redis {redis_cpu * per:3.0f} us, wrk {wrk_cpu * per:3.0f} us"
+    return result, f"{cpu}; {note}" if note else cpu
+
+
+def _measure(key: str, urls: dict, args, duration: float, round_number: int):
+    if key == "a":
+        return run_wrk(urls["bare"] + "/", None, duration, args.connections), ""
+    url = urls["variant" if key.endswith("*") else "api"]
+    before = counters(url)
+    if key.startswith("b"):
+        result = run_wrk(url + "/", "recommend.lua", duration, args.connections,
+                         script_args=(args.users, "r", round_number))
+    else:
+        result = run_wrk(url + "/", "watched.lua", duration, args.connections,
+                         script_args=(args.users, "w", args.titles, round_number, int(args.event_ids)))
+    after = counters(url)
+    delta = {name: after.get(name, 0) - before.get(name, 0) for name in after}
+    if key.startswith("b"):
+        hits, misses = delta.get("cache_hits_total", 0), delta.get("cache_misses_total", 0)
+        note = f"cache hits {100 * hits / max(1, hits + misses):.1f}%"
+    else:
+        note = f"watch events recorded {delta.get('watch_events_total', 0):.0f}"
+    return result, note
+
+
+def targets(variant: bool):
+    """The targets, and with a variant the same ratios for it (b* and c* over a)."""
+    rows = list(TARGETS)
+    if variant:
+        rows += [(label.replace(f"({n})", f"({n}*)", 1), n + "*", d, what, comparison, target)
+                 for label, n, d, what, comparison, target in TARGETS]
+    return rows
+
+
+def ratio(results: dict, numerator: str, denominator: str, what: str) -> float:
+    a, b = results[numerator], results[denominator]
+    if what == "rps":
+        return a.requests_per_second / b.requests_per_second
+    return a.p99_ms / b.p99_ms
+
+
+def cpu_ratio(results: dict, numerator: str, denominator: str) -> float:
+    """The throughput ratio that CPU alone predicts: with wrk, the servers and Redis sharing
+    the same cores, requests/s is about cores / (CPU per request of all of them)."""
+    total = {key: sum(results[key].cpu_us.values()) for key in (numerator, denominator)}
+    return total[denominator] / total[numerator]
+
+
+def verdict(value: float, comparison: str, target: float) -> str:
+    ok = value >= target if comparison == ">=" else value <= target
+    return "PASS" if ok else "GAP"
+
+
+def main(argv: list[str] | None = None) -> int:
+    defaults = Settings()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement (default 10)")
+    parser.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
+    parser.add_argument("--workers", type=int, default=defaults.workers,
+                        help=f"gunicorn workers for both apps (default: the settings default, {defaults.workers})")
+    parser.add_argument("--rounds", type=int, default=2, choices=range(1, 101), metavar="N",
+                        help="interleaved rounds of (a), (b), (c) (default 2)")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds of warm-up per scenario (default 3)")
+    parser.add_argument("--users", type=int, default=10_000, help="users per pool (default 10000)")
+    parser.add_argument("--titles", type=int, default=5_000)
+    parser.add_argument("--neighbours", type=int, default=50)
+    parser.add_argument("--event-ids", action="store_true", help="(c) sends a unique event_id with each watch")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--variant", metavar="SRC",
+                        help="also serve the API from this source tree (a changed copy of src/, put first on "
+                             "PYTHONPATH) and measure it interleaved with the others as (b*) and (c*)")
+    args = parser.parse_args(argv)
+    keys = ["a", "b", "b*", "c", "c*"] if args.variant else ["a", "b", "c"]
+
+    print(f"nextwatch serving benchmark: code from {nextwatch.__file__.rsplit('/', 1)[0]}; {machine_note()}")
+    print(f"servers: production gunicorn config (nextwatch.server.GunicornServer), sync workers x{args.workers}; "
+          f"wrk -t2 -c{args.connections} -d{args.duration:.0f}s --latency; warm-up {args.warmup:.0f} s each",
+          flush=True)
+    try:
+        with Processes() as processes:
+            settings = defaults.with_overrides(redis_url=processes.redis.url)
+            seed(settings, args)
+            bare_port, api_port = free_port(), free_port()
+            urls = {
+                "bare": processes.serve("bare", bare_server_command(bare_port, args.workers), bare_port, "/"),
+                "api": processes.serve("api", real_server_command(api_port, args.workers), api_port, "/readyz"),
+            }
+            if args.variant:
+                port = free_port()
+                urls["variant"] = processes.serve("variant", real_server_command(port, args.workers), port, "/readyz",
+                                                  env={"PYTHONPATH": args.variant})
+                print(f"variant: the API served from {args.variant}", flush=True)
+            for key in keys:
+                measure(key, processes, urls, args, args.warmup, round_number=0)
+            rounds = []
+            for number in range(1, args.rounds + 1):
+                print(f"round {number}", flush=True)
+                results = {}
+                # Every other round runs backwards (a b c, c b a, ...), so that a drift in the
+                # machine's load does not always favour the same scenario.
+                for key in keys if number % 2 else keys[::-1]:
+                    results[key], note = measure(key, processes, urls, args, args.duration, round_number=number)
+                    print(f"  {NAMES[key]:<24}{results[key].line()}  {note}".rstrip(), flush=True)
+                rounds.append(results)
+                print("  ratios: " + ", ".join(
+                    f"{label} {ratio(results, n, d, w):.2f}" for label, n, d, w, _c, _t in targets(args.variant)),
+                    flush=True)
+    except (KeyboardInterrupt, Interrupted):
+        print("\ninterrupted; every process this benchmark started has been stopped", file=sys.stderr)
+        return 130
+
+    mean_note = ", here their mean" if len(rounds) == 2 else ""
+    print(f"\nsummary over {len(rounds)} rounds (figures: median per scenario; "
+          f"ratios: median of the per-round ratios{mean_note})")
+    for key in keys:
+        runs = [r[key] for r in rounds]
+        print(f"  {NAMES[key]:<24}{statistics.median(r.requests_per_second for r in runs):9.0f} req/s  "
+              f"p50 {statistics.median(r.p50_ms for r in runs):7.2f} ms  "
+              f"p99 {statistics.median(r.p99_ms for r in runs):7.2f} ms  CPU/req: server "
+              f"{statistics.median(r.cpu_us['server'] for r in runs):4.0f} us, redis "
+              f"{statistics.median(r.cpu_us['redis'] for r in runs):3.0f} us, wrk "
+              f"{statistics.median(r.cpu_us['wrk'] for r in runs):3.0f} us")
+    for label, n, d, what, comparison, target in targets(args.variant):
+        value = statistics.median(ratio(r, n, d, what) for r in rounds)
+        print(f"  {label:<20} {value:5.2f}   target {comparison} {target}   {verdict(value, comparison, target)}")
+    print("  cross-check, less sensitive to the other tenants' bursts: the throughput ratio predicted by CPU "
+          "per request (server + redis + wrk):")
+    for label, n, d, what, _comparison, _target in targets(args.variant):
+        if what == "rps":
+            value = statistics.median(cpu_ratio(r, n, d) for r in rounds)
+            print(f"  {label:<20} {value:5.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""The evaluation protocol on data with known answers: the one-pass 5-core filter, time order
+with ties in file order, hand-computed metrics on a 3-user toy, and the baselines against a
+plain transcription of reference_baselines.py."""
+
+import collections
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nextwatch.datasets.readers import Events, read_events
+from nextwatch.evaluation import (decayed_transition_model, evaluate_scorer, leave_last_out, popularity_model,
+                                  transition_model)
+from nextwatch.evaluation.baselines import transition_counts, truncate_rows
+from nextwatch.evaluation.metrics import _in_top_k, _in_top_k_exact
+
+REFERENCE = Path("/work/shared/tools/reference_baselines.py")
+ML100K = Path("/work/shared/data/ml-100k/u.data")
+
+
+def events_of(rows):
+    """Events from (user, item, timestamp) rows, in file order."""
+    users, items, stamps = zip(*rows)
+    return Events.from_columns(list(users), list(items), list(stamps))
+
+
+def test_five_core_filter_is_one_pass():
+    # Items a..e are watched by u1..u5 (5 events each); "rare" has 4 events. u1 has 6 events,
+    # of which one is "rare": after the filter u1 keeps 5. u6 has exactly 4 events: dropped.
+    rows = [(f"u{u}", item, t) for t, (u, item) in enumerate((u, item) for u in range(1, 6) for item in "abcde")]
+    rows += [("u1", "rare", 100), ("u2", "rare", 101), ("u3", "rare", 102), ("u6", "rare", 103)]
+    rows += [("u6", "a", 104), ("u6", "b", 105), ("u6", "c", 106)]
+    split = leave_last_out(events_of(rows))
+    assert split.items.tolist() == ["a", "b", "c", "d", "e"]
+    assert split.users.tolist() == ["u1", "u2", "u3", "u4", "u5"]
+    # One pass: "a" had 6 events, u6's among them, and stays even though u6 is gone.
+    assert split.events == 25
+
+
+def test_one_pass_can_leave_users_below_the_threshold():
+    # u1 has 5 events, 2 of them on items that are dropped: u1 keeps 3 and is still evaluated;
+    # u2 keeps 2 of 5 and is not evaluated (too short), but its events count.
+    rows = [(f"v{j}", item, j) for j in range(5) for item in "abcde"]
+    rows += [("u1", "a", 10), ("u1", "x", 11), ("u1", "b", 12), ("u1", "y", 13), ("u1", "c", 14)]
+    rows += [("u2", "a", 20), ("u2", "x", 21), ("u2", "y", 22), ("u2", "z", 23), ("u2", "b", 24)]
+    split = leave_last_out(events_of(rows))
+    assert "u1" in split.users.tolist() and "u2" not in split.users.tolist()
+    assert split.events == 25 + 3 + 2
+
+
+def test_time_order_with_ties_in_file_order():
+    rows = [("u", item, t) for item, t in [("d", 3), ("a", 1), ("c", 2), ("b", 2), ("e", 9), ("f", 2)]]
+    split = leave_last_out(events_of(rows), min_count=1)
+    codes = {item: code for code, item in enumerate(split.items)}
+    order = [codes[x] for x in "acbfde"]  # by time; the three at time 2 in file order
+    assert split.test_histories[0].tolist() == order[:-1] and split.test_targets.tolist() == [order[-1]]
+    assert split.validation_histories[0].tolist() == order[:-2] and split.validation_targets.tolist() == [order[-2]]
+
+
+def test_short_users_are_not_evaluated():
+    split = leave_last_out(events_of([("a", "x", 1), ("a", "y", 2), ("b", "x", 1), ("b", "y", 2), ("b", "z", 3)]),
+                           min_count=1)
+    assert split.users.tolist() == ["b"]
+    with pytest.raises(ValueError, match="at least 3"):
+        leave_last_out(events_of([("a", "x", 1)]), min_user_events=2)
+
+
+def test_metrics_on_a_three_user_toy():
+    scores = np.array([5.0, 4.0, 3.0, 2.0, 1.0, 0.0])
+    histories = [np.array([5]), np.array([0]), np.array([1, 2])]
+    # user 0: target 0 scores highest -> rank 0. user 1: target 3; 0 is watched, so 1 and 2 are
+    # above -> rank 2. user 2: target 2 is in the history -> a miss.
+    result = evaluate_scorer(lambda h: scores, histories, np.array([0, 3, 2]), n_items=6, k=10)
+    assert result["users"] == 3
+    assert result["hr@10"] == pytest.approx(2 / 3)
+    assert result["ndcg@10"] == pytest.approx((1 + 1 / math.log2(4)) / 3)
+    assert result["mrr@10"] == pytest.approx((1 + 1 / 3) / 3)
+    assert result["coverage@10"] == 1.0  # with k=10, every unwatched title is shown to someone
+
+    small = evaluate_scorer(lambda h: scores, histories, np.array([0, 3, 2]), n_items=6, k=2)
+    assert small["hr@2"] == pytest.approx(1 / 3)  # rank 2 is outside the top 2
+    assert small["coverage@2"] == pytest.approx(4 / 6)  # {0, 1} / {1, 2} / {0, 3}
+
+
+def test_equal_scores_do_not_count_above_the_target_and_top_k_prefers_lower_codes():
+    scores = np.array([1.0, 1.0, 1.0, 0.0])
+    result = evaluate_scorer(lambda h: scores, [np.array([], dtype=np.int32)], np.array([2]), n_items=4, k=1)
+    assert result["hr@1"] == 1.0  # nothing strictly above title 2
+    assert result["coverage@1"] == 0.25  # only title 0 is shown
+
+
+def test_scorer_must_score_every_title():
+    with pytest.raises(ValueError, match="must return 5 scores"):
+        evaluate_scorer(lambda h: np.zeros(4), [np.array([0])], np.array([1]), n_items=5)
+
+
+def test_fast_top_k_agrees_with_the_exact_one():
+    rng = np.random.default_rng(3)
+    for ties in (False, True):
+        scores = rng.random((64, 900))
+        if ties:
+            scores = np.round(scores * 20)  # many equal scores at the k-th place
+        allowed = rng.random(scores.shape) > 0.3
+        scores[~allowed] = -np.inf
+        for k in (1, 10, 40):
+            np.testing.assert_array_equal(_in_top_k(scores, allowed, k), _in_top_k_exact(scores, allowed, k))
+
+
+# -- baselines against a transcription of reference_baselines.py ---------------------------------
+def reference_figures(rows):
+    """reference_baselines.py, line for line, on in-memory (user, item, timestamp) rows."""
+    rows = [(u, i, t, n) for n, (u, i, t) in enumerate(rows)]
+    uc = collections.Counter(r[0] for r in rows)
+    ic = collections.Counter(r[1] for r in rows)
+    rows = [r for r in rows if uc[r[0]] >= 5 and ic[r[1]] >= 5]
+    seqs = collections.defaultdict(list)
+    for u, i, t, n in sorted(rows, key=lambda r: (r[0], r[2], r[3])):
+        seqs[u].append(i)
+    idx = {it: k for k, it in enumerate(sorted({r[1] for r in rows}))}
+    train = {u: [idx[i] for i in s[:-1]] for u, s in seqs.items() if len(s) >= 3}
+    test = {u: idx[seqs[u][-1]] for u in train}
+    pop = np.zeros(len(idx))
+    trans = collections.defaultdict(collections.Counter)
+    for s in train.values():
+        for a in s:
+            pop[a] += 1
+        for a, b in zip(s, s[1:]):
+            trans[a][b] += 1
+    popn = pop / pop.max()
+
+    def metrics(score_fn):
+        hr = nd = 0.0
+        for u, s in train.items():
+            sc = score_fn(s).astype(float)
+            sc[s] = -np.inf
+            rank = int((sc > sc[test[u]]).sum())
+            if rank < 10:
+                hr, nd = hr + 1, nd + 1 / math.log2(rank + 2)
+        return hr / len(train), nd / len(train)
+
+    def markov(s):
+        sc = popn * 1e-3
+        for b, c in trans[s[-1]].items():
+            sc[b] += c
+        return sc
+
+    def markov_k(s, k=5, decay=0.6):
+        sc, w = popn * 1e-3, 1.0
+        for a in reversed(s[-k:]):
+            tot = sum(trans[a].values()) or 1
+            for b, c in trans[a].items():
+                sc[b] += w * c / tot
+            w *= decay
+        return sc
+
+    return [metrics(lambda s: popn.copy()), metrics(markov), metrics(markov_k)]
+
+
+def synthetic_rows(seed=0, users=60, items=40):
+    """A few hundred events with structure (users walk the catalog in steps), repeats, and ties."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(users):
+        item = int(rng.integers(items))
+        for _ in range(int(rng.integers(3, 12))):
+            rows.append((f"u{u}", f"i{item}", int(rng.integers(0, 6))))  # coarse times: many ties
+            item = (item + int(rng.choice([1, 1, 2, 5, 0]))) % items
+    return rows
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_baselines_reproduce_the_reference(seed):
+    rows = synthetic_rows(seed)
+    split = leave_last_out(events_of(rows))
+    ours = []
+    for build in (popularity_model, transition_model, decayed_transition_model):
+        model = build(split.test_histories, split.n_items)
+        result = evaluate_scorer(model.dense_scores, split.test_histories, split.test_targets, split.n_items)
+        ours.append((result["hr@10"], result["ndcg@10"]))
+    np.testing.assert_allclose(ours, reference_figures(rows), atol=1e-12)
+
+
+def test_transition_counts_and_truncation():
+    histories = [np.array([0, 1, 2]), np.array([0, 1]), np.array([0, 2, 2])]
+    offsets, codes, counts = transition_counts(histories, 3)
+    assert offsets.tolist() == [0, 2, 3, 4]
+    assert list(zip(codes.tolist(), counts.tolist())) == [(1, 2.0), (2, 1.0), (2, 1.0), (2, 1.0)]
+    offsets, codes, counts = truncate_rows(offsets, codes, counts, top_n=1)
+    assert offsets.tolist() == [0, 1, 2, 3] and codes.tolist() == [1, 2, 2]
+
+    decayed = decayed_transition_model(histories, 3)
+    assert decayed.neighbour_scores.tolist() == pytest.approx([2 / 3, 1 / 3, 1.0, 1.0])  # rows sum to 1
+
+
+def test_ml100k_matches_reference_baselines_script():
+    """The one test that reads the shared data: our figures against the reference script's."""
+    if not (REFERENCE.exists() and ML100K.exists()):
+        pytest.skip(f"needs {REFERENCE} and {ML100K} (MovieLens is not redistributed with the project)")
+    printed = subprocess.run([sys.executable, str(REFERENCE), str(ML100K), "ml100k"], capture_output=True,
+                             text=True, check=True, env={**os.environ, "PYTHONHASHSEED": "0"}).stdout
+    expected = [tuple(map(float, m)) for m in re.findall(r"HR@10 ([\d.]+)\s+NDCG@10 ([\d.]+)", printed)]
+    split = leave_last_out(read_events(ML100K, "movielens-100k").events)
+    ours = []
+    for build in (popularity_model, transition_model, decayed_transition_model):
+        model = build(split.test_histories, split.n_items)
+        result = evaluate_scorer(model.dense_scores, split.test_histories, split.test_targets, split.n_items)
+        ours.append((round(result["hr@10"], 4), round(result["ndcg@10"], 4)))
+    assert len(expected) == 3 and ours == expected
