@@ -10,6 +10,7 @@ command -v java >/dev/null || need+=(openjdk-17-jre-headless)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 if [ "$purpose" = test ] || [ "$purpose" = bench ]; then
   command -v prometheus >/dev/null || need+=(prometheus)
+  command -v docker-compose >/dev/null || need+=(docker-compose)
 fi
 if [ "$purpose" = bench ]; then
   command -v wrk >/dev/null || need+=(wrk)

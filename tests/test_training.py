@@ -240,3 +240,11 @@ def test_an_archive_folder_without_files_yet_is_no_error(spark, settings, store,
     store.users.record_watch("U1", "A", codes[0], 1.0, None)
     store.users.record_watch("U1", "B", codes[1], 2.0, None)
     assert train(settings, store, spark, sources=[str(tmp_path / "archive")]).events == 2
+
+
+def test_the_driver_stays_on_loopback_only_for_masters_on_this_machine():
+    from nextwatch.training.spark import runs_on_this_machine
+
+    assert runs_on_this_machine("local[2]") and runs_on_this_machine("spark://127.0.0.1:7077")
+    assert runs_on_this_machine("spark://localhost:7077")
+    assert not runs_on_this_machine("spark://spark-master:7077")  # the compose stack's cluster

@@ -13,11 +13,16 @@ from pyspark.sql import SparkSession
 
 LOOPBACK = "127.0.0.1"
 
-DEFAULT_CONF: dict[str, str] = {
-    # The driver listens on loopback only, so executors of a local standalone cluster
-    # (spark://127.0.0.1:PORT) reach it and nothing outside the machine can.
+# The driver listens on loopback only when its executors run on this machine (local mode, or a
+# standalone cluster at spark://127.0.0.1 or localhost), so that nothing outside can reach it.
+# With a remote master (the compose stack's spark://spark-master:7077) executors must connect
+# back to the driver, so Spark's own choice of address is kept there.
+LOOPBACK_CONF: dict[str, str] = {
     "spark.driver.host": LOOPBACK,
     "spark.driver.bindAddress": LOOPBACK,
+}
+
+DEFAULT_CONF: dict[str, str] = {
     "spark.ui.enabled": "false",
     "spark.ui.showConsoleProgress": "false",
     # 200 shuffle partitions (the default) is tuned for clusters; the event sets here are a
@@ -36,12 +41,20 @@ def spark_session(
     If a session already runs in this process Spark hands back that one (``getOrCreate``), with
     only the SQL settings of ``conf`` applied: the master of a running session cannot change.
     """
-    # Spark's launcher reads SPARK_LOCAL_IP before any conf is applied; without it the block
-    # manager and RPC servers still pick the outside interface.
-    os.environ.setdefault("SPARK_LOCAL_IP", LOOPBACK)
+    defaults = dict(DEFAULT_CONF)
+    if runs_on_this_machine(master):
+        # Spark's launcher reads SPARK_LOCAL_IP before any conf is applied; without it the
+        # block manager and RPC servers still pick the outside interface.
+        os.environ.setdefault("SPARK_LOCAL_IP", LOOPBACK)
+        defaults.update(LOOPBACK_CONF)
     builder = SparkSession.builder.master(master).appName(app_name)
-    for key, value in {**DEFAULT_CONF, **conf}.items():
+    for key, value in {**defaults, **conf}.items():
         builder = builder.config(key, str(value))
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel(log_level)
     return session
+
+
+def runs_on_this_machine(master: str) -> bool:
+    """True for local mode and for a standalone master on loopback."""
+    return master.startswith("local") or master.split("://", 1)[-1].split(":")[0] in (LOOPBACK, "localhost")
