@@ -77,8 +77,8 @@ def decayed_transition_model(histories: Sequence[np.ndarray], n_items: int, wind
     """Transitions as P(b | a) (each row sums to 1 before any cut), over the last ``window``
     titles weighted ``decay ** i``."""
     offsets, codes, counts = transition_counts(histories, n_items)
-    totals = np.repeat(np.add.reduceat(counts, offsets[:-1][np.diff(offsets) > 0]), np.diff(offsets)[np.diff(offsets) > 0])
-    table = (offsets, codes, counts / totals)
+    rows = np.repeat(np.arange(n_items), np.diff(offsets))
+    table = (offsets, codes, counts / np.bincount(rows, weights=counts, minlength=n_items)[rows])
     if top_n is not None:
         table = truncate_rows(*table, top_n)
     return NextTitleModel(popularity(histories, n_items), *table, weights=PositionWeights(window, decay),
