@@ -22,14 +22,16 @@ no per-row Python objects.
 
 from __future__ import annotations
 
+import contextvars
 import csv
 import dataclasses
+import io
 import json
 import math
 import os
 import re
 from array import array
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -107,15 +109,21 @@ class TitlesResult:
     problem_count: int
 
 
-def read_events(path: str | os.PathLike, fmt: str, max_problems: int = MAX_PROBLEMS) -> ReadResult:
-    """Read the events of a file in format ``fmt`` (one of ``EVENT_FORMATS``)."""
+def read_events(path: str | os.PathLike, fmt: str, max_problems: int = MAX_PROBLEMS,
+                progress: Callable[[int, int], None] | None = None) -> ReadResult:
+    """Read the events of a file in format ``fmt`` (one of ``EVENT_FORMATS``).
+    ``progress(bytes_read, total_bytes)`` is called as the file is read (not for Parquet)."""
     readers = {"movielens-100k": _read_movielens, "movielens-1m": _read_movielens,
                "movielens-csv": _read_movielens, "csv": _read_csv, "jsonl": _read_jsonl,
                "parquet": _read_parquet, "sequences": _read_sequences}
     if fmt not in readers:
         raise ValueError(f"event format must be one of {', '.join(EVENT_FORMATS)}, got {fmt!r}")
     problems = _Problems(max_problems)
-    events = readers[fmt](os.fspath(path), fmt, problems)
+    token = _PROGRESS.set(progress)
+    try:
+        events = readers[fmt](os.fspath(path), fmt, problems)
+    finally:
+        _PROGRESS.reset(token)
     return ReadResult(events, problems.kept, problems.count)
 
 
@@ -160,7 +168,7 @@ def _read_movielens(path: str, fmt: str, problems: "_Problems") -> Events:
     events = _EventColumns()
     separator = {"movielens-100k": "\t", "movielens-1m": "::", "movielens-csv": ","}[fmt]
     columns = (0, 1, 3)
-    with open(path, encoding="latin-1", newline="") as f:
+    with _open(path, encoding="latin-1", newline="") as f:
         lines = enumerate(f, 1)
         if fmt == "movielens-csv":
             header = next(lines, (0, ""))[1].strip().split(",")
@@ -182,7 +190,7 @@ def _read_movielens(path: str, fmt: str, problems: "_Problems") -> Events:
 
 def _read_sequences(path: str, fmt: str, problems: "_Problems") -> Events:
     events = _EventColumns()
-    with open(path, "rb") as f:
+    with _open(path) as f:
         for number, raw in enumerate(f, 1):
             fields = _decoded(raw, number, problems)
             if fields is None:
@@ -197,7 +205,7 @@ def _read_sequences(path: str, fmt: str, problems: "_Problems") -> Events:
 
 def _read_csv(path: str, fmt: str, problems: "_Problems") -> Events:
     events = _EventColumns(extras=True)
-    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+    with _open(path, encoding="utf-8", errors="replace", newline="") as f:
         lines = _NumberedLines(f)
         rows = csv.reader(lines)
         header = next(rows, [])
@@ -218,7 +226,7 @@ def _read_csv(path: str, fmt: str, problems: "_Problems") -> Events:
 
 def _read_jsonl(path: str, fmt: str, problems: "_Problems") -> Events:
     events = _EventColumns(extras=True)
-    with open(path, "rb") as f:
+    with _open(path) as f:
         for number, raw in enumerate(f, 1):
             if not raw.strip():
                 continue
@@ -332,6 +340,40 @@ class _EventColumns:
                       np.frombuffer(self.user_codes, np.int32), np.frombuffer(self.content_codes, np.int32),
                       np.frombuffer(self.timestamp, np.float64), np.frombuffer(self.sequence, np.int64),
                       event_type, progress)
+
+
+# The progress callback of the read under way (set by read_events), so the private readers
+# need no extra parameter to report how far they are.
+_PROGRESS: contextvars.ContextVar = contextvars.ContextVar("progress", default=None)
+
+
+def _open(path: str, **text_options):
+    """The file in binary mode, or as text with ``text_options``, reporting bytes read to the
+    progress callback of the read under way (if any)."""
+    raw = open(path, "rb", buffering=0)
+    progress = _PROGRESS.get()
+    if progress is not None:
+        raw = _CountingReader(raw, os.fstat(raw.fileno()).st_size, progress)
+    buffered = io.BufferedReader(raw, 1 << 20)
+    return io.TextIOWrapper(buffered, **text_options) if text_options else buffered
+
+
+class _CountingReader(io.RawIOBase):
+    def __init__(self, raw, total: int, progress: Callable[[int, int], None]):
+        self.raw, self.total, self.progress, self.done = raw, total, progress, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        count = self.raw.readinto(buffer)
+        self.done += count or 0
+        self.progress(self.done, self.total)
+        return count
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
 
 
 class _NumberedLines:
