@@ -1,7 +1,7 @@
 """Where an API worker's time goes under load, for (b) GET /recommend hits and (c) POST /watched.
 
     .venv/bin/pip install py-spy      # once
-    .venv/bin/python bench/profile.py [--duration 15] [--connections 16] [--workers N] [--keep DIR]
+    .venv/bin/python bench/profile_workers.py [--duration 15] [--connections 16] [--workers N] [--keep DIR]
 
 Same data and servers as bench/serve.py. While wrk drives one scenario, py-spy samples every
 gunicorn worker (``record --subprocesses --nonblocking``, raw collapsed stacks). By default
