@@ -294,5 +294,5 @@ def test_training_reads_the_archive(settings, store, spark, out):
     run_archive(settings.with_overrides(archive_dir=str(out)), batch_size=50, once=True)
     (out / "day=2026-11-25" / ".events-1-0-2-0.parquet.tmp").write_bytes(b"half a file")  # a crash's leftover
     events = read_event_file(spark, str(out), source_rank=0)
-    assert events.columns == ["user_id", "content_id", "timestamp", "seq"]
+    assert events.columns == ["user_id", "content_id", "timestamp", "stream_id", "seq"]
     assert events.count() == 120

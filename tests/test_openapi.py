@@ -85,11 +85,43 @@ def test_every_documented_status_is_produced(client, document, store, settings):
     record("/recommend/{user_id}", "get", client.get("/recommend/U1?k=5"))
     record("/recommend/{user_id}", "get", client.get("/recommend/U%201"))
 
+    # The model registry, open while no API key exists.
+    activate = "/admin/models/{version}/activate"
+    record("/admin/models/rollback", "post", client.post("/admin/models/rollback"))  # 409: one version only
+    record(activate, "post", client.post("/admin/models/99/activate"))  # 404
+    record(activate, "post", client.post("/admin/models/latest/activate"))  # 400
+    publish_test_model(store, DEFAULT_NEIGHBOURS)
+    record("/admin/models", "get", client.get("/admin/models"))
+    record("/admin/models/rollback", "post", client.post("/admin/models/rollback"))
+    record(activate, "post", client.post("/admin/models/2/activate"))
+
+    # With API keys: 401 without one, 403 for a write key on admin routes, and with a rate of
+    # one request per key (burst 1) the second request of a key answers 429.
+    from nextwatch.auth import issue_key
+
+    admin, writer = issue_key(store, "ops", "admin"), issue_key(store, "app", "write")
+    locked = create_app(settings.with_overrides(rate_limit=0.001), store).test_client()
+    admin_calls = [("/admin/models", "get", "/admin/models"),
+                   ("/admin/models/rollback", "post", "/admin/models/rollback"),
+                   (activate, "post", "/admin/models/1/activate")]
+    for path, method, url in admin_calls:
+        record(path, method, locked.open(url, method=method.upper()))
+        record(path, method, locked.open(url, method=method.upper(), headers={"X-API-Key": writer}))
+    watch = {"user_id": "U2", "content_id": "C005"}
+    record("/watched", "post", locked.post("/watched", json=watch))
+    assert locked.post("/watched", json=watch, headers={"X-API-Key": writer}).status_code == 200
+    record("/watched", "post", locked.post("/watched", json=watch, headers={"X-API-Key": writer}))
+    assert locked.get("/admin/models", headers={"Authorization": f"Bearer {admin}"}).status_code == 200
+    for path, method, url in admin_calls:
+        record(path, method, locked.open(url, method=method.upper(), headers={"Authorization": f"Bearer {admin}"}))
+
     # Redis unreachable: an app whose Redis is a closed port answers 503, never 500.
     unreachable = Settings(redis_url="redis://127.0.0.1:1/0", redis_timeout_seconds=0.2)
     down = create_app(unreachable, Store.from_settings(unreachable)).test_client()
     record("/watched", "post", down.post("/watched", json={"user_id": "U1", "content_id": "C1"}))
     record("/recommend/{user_id}", "get", down.get("/recommend/U1"))
+    for path, method, url in admin_calls:
+        record(path, method, down.open(url, method=method.upper()))
 
     documented = {
         (path, method, int(status))

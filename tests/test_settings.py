@@ -53,7 +53,7 @@ def test_cli_stops_with_the_variable_name():
     assert "NEXTWATCH_WORKERS must be a whole number" in result.stderr
 
 
-@pytest.mark.parametrize("command", ["serve", "train", "demo"])
+@pytest.mark.parametrize("command", ["serve", "train", "demo", "archive", "import", "models", "keys"])
 def test_every_subcommand_has_help(command):
     result = subprocess.run([sys.executable, "-m", "nextwatch.cli", command, "--help"], capture_output=True,
                             text=True, timeout=60)

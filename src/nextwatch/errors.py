@@ -41,6 +41,39 @@ class NotFound(NextwatchError):
     error = "not_found"
 
 
+class Conflict(NextwatchError):
+    status = 409
+    error = "conflict"
+
+
+class Unauthorized(NextwatchError):
+    """No API key, or one that is not (or no longer) valid. The detail never repeats the key."""
+
+    status = 401
+    error = "missing_api_key"
+
+    def __init__(self, detail: str, *, error: str = "missing_api_key"):
+        challenge = 'Bearer realm="nextwatch"'
+        if error == "invalid_api_key":
+            challenge += ', error="invalid_token"'  # RFC 6750 section 3
+        super().__init__(detail, error=error, headers={"WWW-Authenticate": challenge})
+
+
+class Forbidden(NextwatchError):
+    """A valid key whose role does not allow this route."""
+
+    status = 403
+    error = "forbidden"
+
+
+class RateLimited(NextwatchError):
+    status = 429
+    error = "rate_limited"
+
+    def __init__(self, detail: str, retry_after_seconds: int):
+        super().__init__(detail, headers={"Retry-After": str(max(1, retry_after_seconds))})
+
+
 class StoreUnavailable(NextwatchError):
     """Redis cannot be reached; the client should retry later."""
 
@@ -49,3 +82,13 @@ class StoreUnavailable(NextwatchError):
 
     def __init__(self, detail: str, retry_after_seconds: int = 2):
         super().__init__(detail, headers={"Retry-After": str(retry_after_seconds)})
+
+
+class StoreOutOfMemory(StoreUnavailable):
+    """Redis refused a write because it reached ``maxmemory`` with nothing left to evict (only
+    keys with a TTL are evictable). Reads still work; an operator has to free or add memory."""
+
+    error = "store_out_of_memory"
+
+    def __init__(self, detail: str, retry_after_seconds: int = 10):
+        super().__init__(detail, retry_after_seconds)

@@ -4,7 +4,11 @@ All of one user's keys share the hash tag ``{u:<user_id>}``, so that in Redis Cl
 history, cached prediction and event ids live on one shard and a request's script or pipeline
 touches one node. Global keys (models, catalog, event log) carry their own tags.
 User ids are validated (see ``ids.py``) before they reach this module: they never contain
-braces, so a user id cannot break out of its hash tag.
+braces, so a user id cannot break out of its hash tag. API key names are validated likewise
+(``auth.validate_key_name``: no braces, no ':').
+
+Only caches carry a TTL (cached predictions, event ids, rate-limit buckets): with Redis's
+``maxmemory-policy volatile-lru`` eviction can only remove what can be recomputed.
 """
 
 from __future__ import annotations
@@ -74,6 +78,15 @@ class Keys:
     def model_pattern(self) -> str:
         """Matches every key of every version (meta and arrays), for pruning."""
         return f"{self.prefix}:model:*:*"
+
+    @property
+    def api_keys(self) -> str:
+        """Hash SHA-256 hex of an API key -> JSON {name, role, created_at}; never the key itself."""
+        return f"{self.prefix}:apikeys"
+
+    def rate_limit(self, key_name: str) -> str:
+        """Token bucket of one API key (hash: tokens, ts); has a TTL of the time to refill it."""
+        return f"{self.prefix}:ratelimit:{key_name}"
 
     def model_version_of(self, key: str) -> int | None:
         """The version a key from ``model_pattern`` belongs to (the prefix holds no ':')."""

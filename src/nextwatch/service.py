@@ -8,19 +8,21 @@ process and are reloaded only when Redis says that they changed.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 
 import numpy as np
 
 from . import metrics
-from .errors import NextwatchError, StoreUnavailable
+from .errors import NextwatchError, NotFound, StoreOutOfMemory, StoreUnavailable
 from .ids import validate_id
 from .model import NextTitleModel
 from .settings import Settings
 from .store import Store
 
 MAX_K = 100
+log = logging.getLogger("nextwatch.service")
 
 
 class EventInFlight(NextwatchError):
@@ -131,7 +133,7 @@ class RecommendationService:
         if source != "model":
             metrics.fallbacks_used.labels(step=source).inc()
         stored_answer = (event_id, json.dumps(answer).encode()) if event_id else None
-        self.store.users.save_prediction(user_id, recorded.model_version, recorded.history, codes, stored_answer)
+        self._cache(user_id, recorded.model_version, recorded.history, codes, stored_answer)
         return answer
 
     # -- reads -------------------------------------------------------------------------------
@@ -150,11 +152,20 @@ class RecommendationService:
         metrics.cache_misses.inc()
         codes, source = self._predict(state.history, state.model_version, max(self.settings.cache_top_k, wanted))
         if len(state.history) and codes:
-            self.store.users.save_prediction(user_id, state.model_version, state.history, codes)
+            self._cache(user_id, state.model_version, state.history, codes)
         if source != "model":
             metrics.fallbacks_used.labels(step=source).inc()
         return self._answer(user_id, self.titles.ids_for(codes[:wanted]), k, state.model_version,
                             cache_hit=False, source=source)
+
+    def _cache(self, user_id, version, history, codes, stored_answer=None) -> None:
+        """Cache a prediction. A Redis at maxmemory refuses it: the answer is still right, only
+        uncached. After a recorded watch, answering 503 would make the client send the watch
+        again (recorded twice, or refused as in flight for the event-id TTL)."""
+        try:
+            self.store.users.save_prediction(user_id, version, history, codes, stored_answer)
+        except StoreOutOfMemory:
+            log.warning("Redis is out of memory: prediction for a user not cached")
 
     def _predict(self, history: np.ndarray, version: int, k: int) -> tuple[list[int], str]:
         """The fallback chain, one visible step each: the model for a user with history, then
@@ -210,6 +221,28 @@ class RecommendationService:
             if meta.get(key):
                 info[field] = float(meta[key])
         return info
+
+    def models(self) -> dict:
+        """Every published version with its metadata, and which one is current."""
+        current = self.store.models.current_version()
+        versions = []
+        for version in self.store.models.versions():
+            meta = {k: v for k, v in self.store.models.metadata(version).items() if not k.startswith("chunks:")}
+            versions.append({"version": version, "current": version == current, "metadata": meta})
+        return {"current": current, "versions": versions}
+
+    def activate_model(self, version: int) -> dict:
+        previous = self.store.models.current_version()
+        try:
+            self.store.models.activate(version)
+        except KeyError:
+            raise NotFound(f"model version {version} is not published (see GET /admin/models)",
+                           error="unknown_model_version") from None
+        return {"current": version, "previous": previous}
+
+    def rollback_model(self) -> dict:
+        previous = self.store.models.current_version()
+        return {"current": self.store.models.rollback(), "previous": previous}
 
     def readiness(self) -> tuple[bool, str]:
         if not self.store.ping():

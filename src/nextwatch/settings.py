@@ -80,6 +80,16 @@ class Settings:
     spark_master: str = "local[2]"
     data_dir: str = ".nextwatch"
     archive_dir: str = ".nextwatch/archive"
+    api_keys_refresh_seconds: float = 5.0
+    rate_limit: float = 0.0  # requests per second per API key; 0: no limit
+    rate_limit_burst: float | None = None  # None: twice the rate
+
+    @property
+    def rate_limit_capacity(self) -> float:
+        """Tokens a key's bucket holds: the burst, by default twice the rate (at least one)."""
+        if self.rate_limit_burst is not None:
+            return self.rate_limit_burst
+        return max(1.0, 2 * self.rate_limit)
 
     def with_overrides(self, **overrides: Any) -> "Settings":
         return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
@@ -102,6 +112,12 @@ SETTINGS_SPEC: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "spark_master": ("SPARK_MASTER", _text, "Spark master URL for training"),
     "data_dir": ("DATA_DIR", _text, "folder for the demo's Redis data, catalog and event files"),
     "archive_dir": ("ARCHIVE_DIR", _text, "folder of the event archive (Parquet, one folder per day)"),
+    "api_keys_refresh_seconds": ("API_KEYS_REFRESH", _seconds(0.05, 3600),
+                                 "how often serving processes re-read the API keys from Redis"),
+    "rate_limit": ("RATE_LIMIT", _number(float, 0, 1_000_000, unit=" requests per second"),
+                   "requests per second per API key (0: no limit)"),
+    "rate_limit_burst": ("RATE_LIMIT_BURST", _number(float, 1, 10_000_000, unit=" requests"),
+                         "requests an API key may make at once (default twice the rate)"),
 }
 
 

@@ -7,10 +7,11 @@ import time
 from flask import Flask, g, request
 
 from .. import metrics
+from ..auth import AccessControl
 from ..service import RecommendationService
 from ..settings import Settings, load_settings
 from ..store import Store
-from . import errors, routes
+from . import admin_routes, errors, routes
 from .serving_routes import ServingRoutes
 
 MAX_BODY_BYTES = 64 * 1024
@@ -23,11 +24,14 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False
     service = RecommendationService(settings, store)
+    access = AccessControl(settings, store)
     app.extensions["nextwatch"] = service
+    app.extensions["nextwatch.access"] = access
     errors.register(app)
     app.register_blueprint(routes.blueprint)
+    app.register_blueprint(admin_routes.blueprint)
     _measure_latency(app)
-    app.wsgi_app = ServingRoutes(app.wsgi_app, service, MAX_BODY_BYTES)
+    app.wsgi_app = ServingRoutes(app.wsgi_app, service, access, MAX_BODY_BYTES)
     return app
 
 

@@ -7,6 +7,9 @@ together (bench/README.md, `bench/app_cost.py`); answered here, a cache hit cost
 Python. These routes are still one implementation each: bad input, errors and the latency
 metric are handled here, with the same JSON error shape and status mapping as the Flask part
 (``NextwatchError.to_json`` / ``.status``).
+
+POST /watched needs an API key once keys are configured (auth.py); while none is, the check is
+one in-memory test and no header is read. GET /recommend is open.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from http import HTTPStatus
 from urllib.parse import parse_qs
 
 from .. import metrics
+from ..auth import WRITE, AccessControl
 from ..errors import InvalidInput, NextwatchError, PayloadTooLarge, UnsupportedMediaType
 from ..service import RecommendationService, parse_k
 
@@ -31,9 +35,10 @@ INTERNAL_ERROR = {"error": "internal_error", "detail": "an unexpected error happ
 
 
 class ServingRoutes:
-    def __init__(self, flask_app, service: RecommendationService, max_body_bytes: int):
+    def __init__(self, flask_app, service: RecommendationService, access: AccessControl, max_body_bytes: int):
         self.flask_app = flask_app
         self.service = service
+        self.access = access
         self.max_body_bytes = max_body_bytes
         self._latency = {}  # (endpoint, method, status) -> histogram child, looked up once
 
@@ -71,6 +76,8 @@ class ServingRoutes:
         return [] if method == "HEAD" else [body]
 
     def _watched(self, environ) -> dict:
+        if self.access.enforced():  # before the body is read: no key, no parsing
+            self.access.require(WRITE, environ.get("HTTP_AUTHORIZATION"), environ.get("HTTP_X_API_KEY"))
         body = self._json_object(environ)
         for field in ("user_id", "content_id"):
             if field not in body:

@@ -18,5 +18,18 @@ def run(args) -> int:
     settings = load_settings(redis_url=args.redis_url, host=args.host, port=args.port, workers=args.workers)
     from ..server import serve
 
+    print_api_key_notice(settings)
     serve(settings)
     return 0
+
+
+def print_api_key_notice(settings) -> None:
+    """Say at start-up whether writes need an API key (they do not while none is configured)."""
+    from ..auth import startup_notice
+    from ..store import Store
+
+    store = Store.from_settings(settings)
+    try:
+        print(startup_notice(store), flush=True)
+    finally:
+        store.close()

@@ -28,6 +28,12 @@ Press Ctrl-C to stop everything.
 """
 
 
+KEY_HINT = """\
+API keys are configured in this Redis: add -H "Authorization: Bearer <key>" to the POST
+(`nextwatch keys list` names them; `nextwatch keys add NAME --role write` makes a new one).
+"""
+
+
 class _Interrupted(Exception):
     pass
 
@@ -53,8 +59,12 @@ def run_demo(settings: Settings, redis_port: int = 6380, seed: int = 7, retrain:
         version = _prepare_model(settings, supervisor, env, data_dir / "demo", seed, retrain)
         command = [sys.executable, "-m", "nextwatch.cli", "serve", "--host", settings.host,
                    "--port", str(settings.port), "--workers", str(settings.workers)]
+        # `nextwatch serve` prints whether API keys are configured (writes open or not).
         supervisor.start("api", command, env, ready=http_ok(f"http://127.0.0.1:{settings.port}/healthz"))
-        print(CURL_EXAMPLES.format(port=settings.port, redis_url=redis.url, version=version), flush=True)
+        examples = CURL_EXAMPLES.format(port=settings.port, redis_url=redis.url, version=version)
+        if _api_keys_configured(settings):
+            examples = examples.replace("Press Ctrl-C", KEY_HINT + "Press Ctrl-C")
+        print(examples, flush=True)
         while (exited := supervisor.first_exited()) is None:
             time.sleep(0.5)
         print(f"nextwatch demo: {exited[0]} exited with status {exited[1]}; stopping", file=sys.stderr)
@@ -92,5 +102,18 @@ def _prepare_model(settings, supervisor, env, demo_dir: Path, seed: int, retrain
         if status != 0:
             raise RuntimeError(f"training failed with status {status}")
         return store.models.current_version()
+    finally:
+        store.close()
+
+
+def _api_keys_configured(settings) -> bool:
+    from ..errors import StoreUnavailable
+    from ..store import Store
+
+    store = Store.from_settings(settings)
+    try:
+        return bool(store.api_keys.records())
+    except StoreUnavailable:
+        return False
     finally:
         store.close()

@@ -8,6 +8,7 @@ import redis
 
 from ..keys import Keys
 from ..settings import Settings
+from .api_keys import ApiKeyRecord, ApiKeyStore
 from .catalog import CatalogStore
 from .connection import UNREACHABLE, connect
 from .events import EventLog
@@ -25,6 +26,7 @@ class Store:
     catalog: CatalogStore
     models: ModelStore
     events: EventLog
+    api_keys: ApiKeyStore
 
     @classmethod
     def from_settings(cls, settings: Settings, client: redis.Redis | None = None) -> "Store":
@@ -37,6 +39,7 @@ class Store:
             catalog=CatalogStore(client, keys),
             models=ModelStore(client, keys, settings.models_kept),
             events=EventLog(client, keys),
+            api_keys=ApiKeyStore(client, keys),
         )
 
     def ping(self) -> bool:
@@ -49,4 +52,4 @@ class Store:
         self.client.close()
 
 
-__all__ = ["Store", "CachedPrediction", "connect"]
+__all__ = ["Store", "ApiKeyRecord", "CachedPrediction", "connect"]

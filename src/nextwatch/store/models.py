@@ -12,6 +12,7 @@ import time
 
 import redis
 
+from ..errors import Conflict
 from ..keys import Keys
 from ..model import NextTitleModel
 from .connection import translate_failures
@@ -57,6 +58,27 @@ class ModelStore:
         if self.client.zscore(self.keys.model_registry, str(version)) is None:
             raise KeyError(f"model version {version} is not published")
         self.client.set(self.keys.current_model, version)
+
+    @translate_failures
+    def rollback(self) -> int:
+        """Point ``current`` at the newest published version older than it; return that version.
+
+        Conflict (409) when there is none. WATCHed, so a publish or activate racing the rollback
+        makes it start over rather than switch to a version chosen from a stale view."""
+
+        def switch_back(pipe) -> int:
+            raw = pipe.get(self.keys.current_model)
+            current = int(raw) if raw else 0
+            older = [int(v) for v in pipe.zrangebyscore(self.keys.model_registry, "-inf", f"({current}")]
+            if not current or not older:
+                what = f"version {current}" if current else "no version (none is current)"
+                raise Conflict(f"no published model version is older than {what}", error="nothing_to_roll_back")
+            pipe.multi()
+            pipe.set(self.keys.current_model, older[-1])
+            return older[-1]
+
+        return self.client.transaction(switch_back, self.keys.current_model, self.keys.model_registry,
+                                       value_from_callable=True)
 
     @translate_failures
     def versions(self) -> list[int]:
