@@ -146,6 +146,18 @@ def verdict(value: float, comparison: str, target: float) -> str:
     return "PASS" if ok else "GAP"
 
 
+
+def _server_shape() -> str:
+    """Worker class, threads and keep-alive of the production configuration, as it is now."""
+    from nextwatch.server import GunicornServer
+    from nextwatch.settings import Settings
+
+    cfg = GunicornServer(Settings()).cfg
+    return f"worker class {cfg.worker_class_str}, threads {cfg.threads}, keep-alive {cfg.keepalive} s"
+
+
+SERVER_SHAPE = _server_shape()
+
 def main(argv: list[str] | None = None) -> int:
     defaults = Settings()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -168,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     keys = ["a", "b", "b*", "c", "c*"] if args.variant else ["a", "b", "c"]
 
     print(f"nextwatch serving benchmark: code from {nextwatch.__file__.rsplit('/', 1)[0]}; {machine_note()}")
-    print(f"servers: production gunicorn config (nextwatch.server.GunicornServer), sync workers x{args.workers}; "
+    print(f"servers: production gunicorn config (nextwatch.server.GunicornServer), {SERVER_SHAPE}, workers x{args.workers}; "
           f"wrk -t2 -c{args.connections} -d{args.duration:.0f}s --latency; warm-up {args.warmup:.0f} s each",
           flush=True)
     try:
