@@ -56,7 +56,7 @@ def neighbours(store, version) -> dict[str, list[tuple[str, float]]]:
 
 
 def test_transition_scores_popularity_and_codes(settings, store, spark, tmp_path):
-    result = train(settings, store, spark, [write_csv(tmp_path / "events.csv", EVENTS)])
+    result = train(settings, store, spark, [write_csv(tmp_path / "events.csv", EVENTS)], model="transitions")
 
     assert (result.version, result.events, result.titles) == (1, 12, 5)
     assert store.models.current_version() == 1
@@ -78,16 +78,17 @@ def test_top_n_cut_after_normalising_with_ties_by_target_id(settings, store, spa
     # X -> s twice, X -> p, q, r once each: top 2 is s, then p (the smallest id of the tie).
     rows = [(f"u{i}", "X", 1.0) for i in range(5)]
     rows += [("u0", "s", 2.0), ("u1", "s", 2.0), ("u2", "r", 2.0), ("u3", "q", 2.0), ("u4", "p", 2.0)]
-    result = train(settings, store, spark, [write_csv(tmp_path / "e.csv", rows)], top_n=2)
+    result = train(settings, store, spark, [write_csv(tmp_path / "e.csv", rows)], top_n=2,
+                   model="transitions")
 
     assert neighbours(store, result.version) == {"X": [("s", 0.4), ("p", 0.2)]}
-    assert store.models.load(result.version).params == {"top_n": 2, "window": 5, "decay": 0.6}
+    assert store.models.load(result.version).params == {"model": "transitions", "top_n": 2, "window": 5, "decay": 0.6}
 
 
 def test_repeated_title_is_not_a_transition(settings, store, spark, tmp_path):
     rows = [("u1", "A", 1.0), ("u1", "A", 2.0), ("u1", "B", 3.0), ("u1", "B", 4.0), ("u1", "A", 5.0)]
     rows += [("u2", "A", 1.0), ("u2", "A", 2.0)]
-    result = train(settings, store, spark, [write_csv(tmp_path / "e.csv", rows)])
+    result = train(settings, store, spark, [write_csv(tmp_path / "e.csv", rows)], model="transitions")
 
     assert neighbours(store, result.version) == {"A": [("B", 1.0)], "B": [("A", 1.0)]}
 
@@ -105,7 +106,8 @@ def test_events_without_any_transition_give_a_popularity_only_model(settings, st
 def test_equal_timestamps_keep_file_order(settings, store, spark, tmp_path):
     # Z, X, Y at one instant: neither alphabetical nor reverse order, only the file's.
     rows = [("u1", "Z", 10.0), ("u1", "X", 10.0), ("u1", "Y", 10.0)]
-    result = train(settings, store, spark, [write_csv(tmp_path / "e.csv", rows)], include_event_log=False)
+    result = train(settings, store, spark, [write_csv(tmp_path / "e.csv", rows)], include_event_log=False,
+                   model="transitions")
 
     assert neighbours(store, result.version) == {"Z": [("X", 1.0)], "X": [("Y", 1.0)]}
 
@@ -117,7 +119,7 @@ def test_equal_timestamps_across_files_of_a_folder_keep_file_name_order(settings
     write_parquet(folder / "part-0.parquet", [("u1", "P", 10.0)])
     filler = [(f"f{i}", f"t{i}", float(i)) for i in range(300)]
     write_parquet(folder / "part-1.parquet", filler + [("u1", "Q", 10.0)])
-    result = train(settings, store, spark, [str(folder)], include_event_log=False)
+    result = train(settings, store, spark, [str(folder)], include_event_log=False, model="transitions")
 
     assert neighbours(store, result.version) == {"P": [("Q", 1.0)]}
 
@@ -135,7 +137,7 @@ def test_reads_csv_json_lines_and_parquet(settings, store, spark, tmp_path):
         str(jsonl),
         write_parquet(tmp_path / "e.parquet", [("u2", "A", 1.0), ("u2", "B", 2.0)]),
     ]
-    result = train(settings, store, spark, sources)
+    result = train(settings, store, spark, sources, model="transitions")
 
     assert result.events == 6
     assert neighbours(store, result.version) == {"A": [("B", 2 / 3), ("C", 1 / 3)]}
@@ -151,23 +153,24 @@ def test_event_log_is_included_and_registered_codes_are_kept(settings, store, sp
     # u1's history starts in the file and goes on in the live log: B -> D crosses sources.
     source = write_csv(tmp_path / "e.csv", [("u1", "A", 1.0), ("u1", "B", 2.0)])
 
-    result = train(settings, store, spark, [source])
+    result = train(settings, store, spark, [source], model="transitions")
 
     assert result.events == 7
     assert store.catalog.all_ids() == ["C", "D", "A", "B"]  # B is new, the rest kept their codes
     assert neighbours(store, result.version) == {"A": [("C", 2 / 3), ("B", 1 / 3)], "B": [("D", 1.0)]}
     assert json.loads(store.models.metadata(result.version)["sources"]) == [source, "redis:event-log"]
 
-    without_log = train(settings, store, spark, [source], include_event_log=False)
+    without_log = train(settings, store, spark, [source], include_event_log=False, model="transitions")
     assert without_log.events == 2
     assert neighbours(store, without_log.version) == {"A": [("B", 1.0)]}
 
 
 def test_second_training_publishes_a_new_current_version(settings, store, spark, tmp_path):
     source = write_csv(tmp_path / "e.csv", EVENTS)
-    first = train(settings, store, spark, [source])
+    first = train(settings, store, spark, [source], model="transitions")
     store.users.record_watch("u5", "A", store.catalog.register(["A"])[0], 2.0, None)  # E -> A
-    second = train(settings, store, spark, [source], weights=PositionWeights(window=3, decay=0.5))
+    second = train(settings, store, spark, [source], weights=PositionWeights(window=3, decay=0.5),
+                   model="transitions", top_n=50)
 
     assert (first.version, second.version) == (1, 2)
     assert store.models.current_version() == 2
@@ -176,7 +179,7 @@ def test_second_training_publishes_a_new_current_version(settings, store, spark,
     assert neighbours(store, 2)["E"] == [("A", 1.0)]
     loaded = store.models.load(2)
     assert loaded.weights == PositionWeights(window=3, decay=0.5)
-    assert loaded.params == {"top_n": 50, "window": 3, "decay": 0.5}
+    assert loaded.params == {"model": "transitions", "top_n": 50, "window": 3, "decay": 0.5}
 
 
 def test_no_events_raises_and_publishes_nothing(settings, store, spark, tmp_path):
@@ -248,3 +251,19 @@ def test_the_driver_stays_on_loopback_only_for_masters_on_this_machine():
     assert runs_on_this_machine("local[2]") and runs_on_this_machine("spark://127.0.0.1:7077")
     assert runs_on_this_machine("spark://localhost:7077")
     assert not runs_on_this_machine("spark://spark-master:7077")  # the compose stack's cluster
+
+
+def test_default_model_is_tuned_on_a_holdout_and_records_it(settings, store, spark, tmp_path):
+    result = train(settings, store, spark, [write_csv(tmp_path / "e.csv", EVENTS)], include_event_log=False)
+
+    model = store.models.load(result.version)
+    meta = store.models.metadata(result.version)
+    assert model.params["model"] == "neighbours" and model.params["top_n"] == 100
+    assert model.params["gamma"] in (0.7, 0.85) and model.params["back"] in (0.0, 0.25, 0.5)
+    assert model.params["eta"] in (0.0, 0.3)
+    assert model.weights == PositionWeights(window=10, decay=0.6)
+    assert 0.0 <= float(meta["ndcg@10"]) <= float(meta["hr@10"]) <= 1.0
+    assert meta["holdout_users"] == "2"  # u1 and u2 have three events; their last is held out
+    assert len(json.loads(meta["grid"])) == 12
+    # Built from all events: A is followed by B (twice) and C, so both are A's neighbours.
+    assert {target for target, _ in neighbours(store, result.version)["A"]} >= {"B", "C"}

@@ -39,7 +39,7 @@ def add_parser(subparsers):
                              "timestamp; repeatable")
     parser.add_argument("--no-event-log", action="store_true",
                         help="do not read the live events in the Redis event log")
-    parser.add_argument("--top-n", type=int, default=50, help="next-title candidates kept per title")
+    parser.add_argument("--top-n", type=int, default=100, help="next titles kept per title (default 100)")
     parser.add_argument("--every", type=duration, metavar="DURATION",
                         help="keep running and train on this schedule, e.g. 15m")
     return parser

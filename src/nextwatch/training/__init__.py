@@ -4,7 +4,10 @@ through ``store/`` and builds models with ``model/``, never touching the API or 
 - ``spark.py``: the Spark session (loopback, no UI, small shuffles)
 - ``sources.py``: event files and the live event log as one DataFrame
 - ``transitions.py``: DataFrame transforms, events -> popularity and next-title candidates
-- ``job.py``: ``train()``, which publishes the model
+- ``neighbours.py``: DataFrame transforms for the default table (multi-step transitions both
+  ways, row-scaled, plus co-watch cosine)
+- ``fit.py``: ``fit_next_title()``, events -> a tuned ``NextTitleModel``, without Redis
+- ``job.py``: ``train()``, which reads the sources, fits and publishes the model
 """
 
 from .job import NoTrainingEvents, TrainingError, TrainingResult, train

@@ -1,8 +1,8 @@
 """The training job: watch events in, a published next-title model out.
 
 Events come from files (an archive, an import) and from the live event log in Redis. Spark
-counts title popularity and next-title transitions; the two small result tables are collected,
-titles are given their catalog codes, and the model is published through ``store.models``,
+counts title popularity, titles are given their catalog codes, ``fit.py`` builds the model
+(only its top-n tables are collected), and the model is published through ``store.models``,
 which switches the current version atomically. Serving never sees a half-trained model: if
 anything fails before ``publish`` nothing is written but new catalog codes, which are harmless.
 """
@@ -21,12 +21,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql import SparkSession
 
-from ..model import NextTitleModel, PositionWeights
+from ..model import PositionWeights
 from ..settings import Settings
 from ..store import Store
 from ..store.catalog import CatalogStore
 from . import sources as event_sources
-from .transitions import next_title_candidates, popularity
+from .fit import FitParams, TitleCodes, fit_next_title
+from .transitions import popularity
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,10 @@ def train(
     spark: SparkSession,
     sources: list[str] | None = None,
     include_event_log: bool = True,
-    top_n: int = 50,
-    weights: PositionWeights = PositionWeights(),
+    top_n: int = 100,
+    weights: PositionWeights | None = None,
+    model: str = "neighbours",
+    params: FitParams | None = None,
 ) -> TrainingResult:
     """Train on ``sources`` (Parquet files or folders, ``.csv`` with a header, ``.jsonl``/
     ``.json`` JSON Lines; columns user_id, content_id, timestamp) plus, if
@@ -62,14 +65,24 @@ def train(
     current. Keeps ``top_n`` next titles per title. Raises NoTrainingEvents, publishing
     nothing, when there are no events.
 
+    ``model`` picks the variant (``fit.MODELS``); ``weights`` None takes the variant's default
+    (the last 10 titles for ``neighbours``, 5 for ``transitions``), weighted 0.6^i. ``params``
+    None tunes the ``neighbours`` parameters on a holdout of each user's last event; the
+    chosen ones and the holdout figures go into the model's params and metadata.
+
     ``settings`` is taken so that every entry point has the same shape (the CLI passes what it
     loaded); the job itself needs nothing from it yet.
     """
     if top_n < 1:
         raise ValueError(f"top_n must be at least 1, got {top_n}")
+    if weights is None:
+        weights = PositionWeights(window=10 if model == "neighbours" else 5, decay=0.6)
+    base = FitParams(model=model, top_n=top_n, window=weights.window, decay=weights.decay)
+    if params is not None:
+        params = dataclasses.replace(params, model=model, top_n=top_n, window=weights.window, decay=weights.decay)
     started = time.monotonic()
     sources = list(sources or [])
-    # The scratch folder holds the event log's snapshot until both Spark jobs have read it.
+    # The scratch folder holds the event log's snapshot until every Spark job has read it.
     with tempfile.TemporaryDirectory(prefix="nextwatch-train-") as scratch:
         read = [event_sources.read_event_file(spark, path, rank) for rank, path in enumerate(sources)]
         frames = [frame for frame in read if frame is not None]  # None: a folder with no files yet
@@ -82,30 +95,32 @@ def train(
                 used_sources.append(event_sources.EVENT_LOG_SOURCE)
         if not frames:
             raise _no_events(sources, include_event_log)
-        # Both tables scan the events. Not cached: a second scan of Parquet costs less than
-        # the cache, which ran a 1 GiB driver out of memory on a full (1M event) log.
+        # Not cached: a second scan of Parquet costs less than the cache, which ran a 1 GiB
+        # driver out of memory on a full (1M event) log.
         events = event_sources.union_events(frames)
         title_counts = popularity(events).toArrow()
         if title_counts.num_rows == 0:
             raise _no_events(sources, include_event_log)
-        candidates = next_title_candidates(events, top_n, order_column="seq").toArrow()
+        title_ids, codes, counts = assign_codes(store.catalog, title_counts)
+        fitted, report = fit_next_title(spark, events, TitleCodes(title_ids, codes), params=params,
+                                        order_column="seq", base=base)
 
-    title_ids, codes, counts = assign_codes(store.catalog, title_counts)
-    params = {"top_n": top_n, "window": weights.window, "decay": weights.decay}
-    model = build_model(title_ids, codes, counts, candidates, weights, params)
-    model.trained_at = time.time()
+    fitted.trained_at = time.time()
     duration = time.monotonic() - started
     n_events = int(counts.sum())
-    version = store.models.publish(
-        model,
-        extra_meta={
-            "events": str(n_events),
-            "sources": json.dumps(used_sources),
-            "duration_seconds": f"{duration:.3f}",
-        },
-    )
-    log.info("published model %d: %d events, %d titles, %.1f s", version, n_events, model.title_count, duration)
-    return TrainingResult(version=version, events=n_events, titles=model.title_count, duration_seconds=duration)
+    extra_meta = {
+        "events": str(n_events),
+        "sources": json.dumps(used_sources),
+        "duration_seconds": f"{duration:.3f}",
+        "model": model,
+    }
+    if report.holdout is not None:
+        extra_meta.update({"ndcg@10": repr(report.holdout["ndcg@10"]), "hr@10": repr(report.holdout["hr@10"]),
+                           "holdout_users": str(report.holdout["users"]), "grid": json.dumps(report.grid)})
+    version = store.models.publish(fitted, extra_meta=extra_meta)
+    log.info("published model %d: %d events, %d titles, %.1f s, params %s, holdout %s", version, n_events,
+             fitted.title_count, duration, fitted.params, report.holdout)
+    return TrainingResult(version=version, events=n_events, titles=fitted.title_count, duration_seconds=duration)
 
 
 def assign_codes(catalog: CatalogStore, title_counts: pa.Table) -> tuple[pa.Array, np.ndarray, np.ndarray]:
@@ -121,38 +136,6 @@ def assign_codes(catalog: CatalogStore, title_counts: pa.Table) -> tuple[pa.Arra
     codes = np.asarray(catalog.register(title_ids.to_pylist()), dtype=np.int64)
     counts = ranked.column("events").to_numpy().astype(np.float64)
     return title_ids, codes, counts
-
-
-def build_model(
-    title_ids: pa.Array,
-    codes: np.ndarray,
-    counts: np.ndarray,
-    candidates: pa.Table,
-    weights: PositionWeights,
-    params: dict,
-) -> NextTitleModel:
-    """The model arrays, indexed by code. Titles with a code but no events here (registered
-    elsewhere) get popularity 0 and no neighbours."""
-    title_count = int(codes.max()) + 1
-    popularity_scores = np.zeros(title_count, dtype=np.float32)
-    popularity_scores[codes] = counts / counts.max()
-
-    # Content ids -> codes without a Python loop: position in title_ids, then that title's code.
-    source_codes = codes[pc.index_in(candidates.column("source_id"), value_set=title_ids).to_numpy()]
-    target_codes = codes[pc.index_in(candidates.column("target_id"), value_set=title_ids).to_numpy()]
-    ranks = candidates.column("rank").to_numpy()
-    # Compressed rows: grouped by source code, strongest target first within each row.
-    order = np.lexsort((ranks, source_codes))
-    offsets = np.zeros(title_count + 1, dtype=np.int64)
-    np.cumsum(np.bincount(source_codes, minlength=title_count), out=offsets[1:])
-    return NextTitleModel(
-        popularity_scores,
-        offsets,
-        target_codes[order],
-        candidates.column("score").to_numpy()[order],
-        weights=weights,
-        params=params,
-    )
 
 
 def _no_events(sources: list[str], include_event_log: bool) -> NoTrainingEvents:
