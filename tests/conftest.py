@@ -23,6 +23,14 @@ def redis_server(tmp_path_factory):
 
 
 @pytest.fixture
+def private_redis(tmp_path):
+    """A redis-server of the test's own (AOF on), for tests that stop, restart or starve it."""
+    server = RedisServer(tmp_path / "private-redis", persistent=True).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def settings(redis_server) -> Settings:
     return Settings(redis_url=redis_server.url, key_prefix="nwtest", history_length=50, cache_top_k=10)
 

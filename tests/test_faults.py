@@ -1,31 +1,22 @@
 """Redis going away and coming back: reads degrade to the in-process model, writes answer 503
 with Retry-After, and serving recovers by itself once Redis is back."""
 
-import pytest
 
 from conftest import DEFAULT_NEIGHBOURS, publish_test_model
 from nextwatch.api import create_app
-from nextwatch.localstack.redis_server import RedisServer
 from nextwatch.settings import Settings
 from nextwatch.store import Store
 
 
-@pytest.fixture
-def own_redis(tmp_path):
-    server = RedisServer(tmp_path / "redis", persistent=True).start()
-    yield server
-    server.stop()
-
-
-def test_redis_restart(own_redis):
-    settings = Settings(redis_url=own_redis.url, redis_timeout_seconds=0.3)
+def test_redis_restart(private_redis):
+    settings = Settings(redis_url=private_redis.url, redis_timeout_seconds=0.3)
     store = Store.from_settings(settings)
     publish_test_model(store, DEFAULT_NEIGHBOURS)
     client = create_app(settings, store).test_client()
     assert client.post("/watched", json={"user_id": "U1", "content_id": "C1010"}).status_code == 200
     assert client.get("/recommend/U1").get_json()["recommendation"] == "C1045"
 
-    own_redis.stop()
+    private_redis.stop()
     read = client.get("/recommend/U1")
     assert read.status_code == 200
     body = read.get_json()
@@ -36,7 +27,7 @@ def test_redis_restart(own_redis):
     assert int(write.headers["Retry-After"]) > 0
     assert client.get("/readyz").status_code == 503
 
-    own_redis.start()  # same port, same data folder: the AOF brings the state back
+    private_redis.start()  # same port, same data folder: the AOF brings the state back
     assert client.get("/recommend/U1").get_json() == {
         "user_id": "U1", "recommendation": "C1045", "cache_hit": True, "fallback_used": False,
         "model_version": 1, "source": "cache",

@@ -17,7 +17,6 @@ from nextwatch.auth import issue_key, validate_key_name
 from nextwatch.errors import InvalidInput
 from nextwatch.ids import validate_id
 from nextwatch.keys import Keys
-from nextwatch.localstack.redis_server import RedisServer
 from nextwatch.settings import Settings
 from nextwatch.store import Store
 
@@ -268,20 +267,13 @@ def test_only_caches_carry_a_ttl(store, settings, redis_client, published):
     assert {store.keys.history("U1"), store.keys.api_keys, store.keys.event_log, store.keys.current_model} <= without
 
 
-@pytest.fixture
-def small_redis(tmp_path):
-    server = RedisServer(tmp_path / "redis", persistent=False).start()
-    yield server
-    server.stop()
-
-
-def test_out_of_memory_answers_503_json_and_reads_keep_working(small_redis):
-    settings = Settings(redis_url=small_redis.url)
+def test_out_of_memory_answers_503_json_and_reads_keep_working(private_redis):
+    settings = Settings(redis_url=private_redis.url)
     store = Store.from_settings(settings)
     publish_test_model(store, DEFAULT_NEIGHBOURS)
     client = create_app(settings, store).test_client()
     assert client.post("/watched", json=WATCH).status_code == 200
-    admin = redis.Redis.from_url(small_redis.url)
+    admin = redis.Redis.from_url(private_redis.url)
     admin.set("ballast", b"x" * 1_000_000)  # data without a TTL, like histories: never evicted
     admin.config_set("maxmemory-policy", "volatile-lru")
     admin.config_set("maxmemory", admin.info("memory")["used_memory"] - 500_000)

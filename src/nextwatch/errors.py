@@ -36,6 +36,13 @@ class PayloadTooLarge(NextwatchError):
     error = "body_too_large"
 
 
+class EventInFlight(NextwatchError):
+    """The same event_id is being recorded by a concurrent request; the client retries."""
+
+    status = 409
+    error = "event_in_flight"
+
+
 class NotFound(NextwatchError):
     status = 404
     error = "not_found"

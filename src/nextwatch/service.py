@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from . import metrics
-from .errors import NextwatchError, NotFound, StoreOutOfMemory, StoreUnavailable
+from .errors import EventInFlight, InvalidInput, NotFound, StoreOutOfMemory, StoreUnavailable
 from .ids import validate_id
 from .model import NextTitleModel
 from .settings import Settings
@@ -23,11 +23,6 @@ from .store import Store
 
 MAX_K = 100
 log = logging.getLogger("nextwatch.service")
-
-
-class EventInFlight(NextwatchError):
-    status = 409
-    error = "event_in_flight"
 
 
 class LoadedModel:
@@ -85,8 +80,6 @@ def parse_k(raw: str | None) -> int | None:
     if raw is None:
         return None
     if not raw.isdigit() or not 1 <= int(raw) <= MAX_K:
-        from .errors import InvalidInput
-
         raise InvalidInput(f"k must be a whole number from 1 to {MAX_K}, got {raw!r}", error="invalid_k")
     return int(raw)
 
