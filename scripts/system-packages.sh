@@ -12,6 +12,10 @@ if [ "$purpose" = test ] || [ "$purpose" = bench ]; then
   command -v prometheus >/dev/null || need+=(prometheus)
   command -v docker-compose >/dev/null || need+=(docker-compose)
 fi
+if [ "$purpose" = test ]; then
+  command -v chromium >/dev/null || need+=(chromium)
+  command -v chromedriver >/dev/null || need+=(chromium-driver)
+fi
 if [ "$purpose" = bench ]; then
   command -v wrk >/dev/null || need+=(wrk)
 fi
