@@ -123,6 +123,21 @@ def test_every_documented_status_is_produced(client, document, store, settings):
     for path, method, url in admin_calls:
         record(path, method, down.open(url, method=method.upper()))
 
+    # The catalog, the page and its counters (tests/test_catalog_api.py has the details).
+    store.catalog.save_info([{"content_id": "C1010", "name": "Named", "genres": ["Drama"], "year": 2001}])
+    record("/titles", "get", client.get("/titles?q=named&genre=drama&limit=5"))
+    record("/titles", "get", client.get("/titles?limit=101"))
+    record("/titles/{content_id}", "get", client.get("/titles/C1010"))
+    record("/titles/{content_id}", "get", client.get("/titles/C1010:nope"))
+    record("/titles/{content_id}", "get", client.get("/titles/C%201"))
+    record("/genres", "get", client.get("/genres"))
+    record("/stats", "get", client.get("/stats"))
+    record("/", "get", client.get("/"))
+    record("/static/{name}", "get", client.get("/static/page.js"))
+    record("/static/{name}", "get", client.get("/static/nothing.js"))
+    for path, url in [("/titles", "/titles"), ("/titles/{content_id}", "/titles/C1"), ("/genres", "/genres")]:
+        record(path, "get", down.get(url))
+
     documented = {
         (path, method, int(status))
         for path, item in document["paths"].items()

@@ -55,13 +55,36 @@ class ModelInfoCollector:
 
 def render(read_model_info) -> bytes:
     """The text exposition of every metric, summed over workers in multiprocess mode."""
+    registry = _summed_over_workers()
+    registry.register(ModelInfoCollector(read_model_info))
+    return generate_latest(registry)
+
+
+def serving_counts() -> dict:
+    """The serving counters as /metrics exports them (summed over workers), for GET /stats."""
+    totals = dict.fromkeys(("cache_hits", "cache_misses", "fallbacks_used", "watch_events", "prediction_hits"), 0)
+    by_step: dict[str, int] = {}
+    for family in _summed_over_workers().collect():
+        if family.name not in totals:
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_total"):  # not the _created timestamps of one process
+                totals[family.name] += int(sample.value)
+                if "step" in sample.labels:
+                    step = sample.labels["step"]
+                    by_step[step] = by_step.get(step, 0) + int(sample.value)
+    lookups = totals["cache_hits"] + totals["cache_misses"]
+    return {**totals, "fallbacks_by_step": by_step,
+            "hit_rate": totals["cache_hits"] / lookups if lookups else None}
+
+
+def _summed_over_workers() -> CollectorRegistry:
     registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.MultiProcessCollector(registry)
     else:  # one process (tests, `flask run`): the process-wide registry holds the values
         registry.register(_ProcessMetrics())
-    registry.register(ModelInfoCollector(read_model_info))
-    return generate_latest(registry)
+    return registry
 
 
 class _ProcessMetrics:

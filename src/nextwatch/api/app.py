@@ -11,7 +11,7 @@ from ..auth import AccessControl
 from ..service import RecommendationService
 from ..settings import Settings, load_settings
 from ..store import Store
-from . import admin_routes, errors, routes
+from . import admin_routes, catalog_routes, errors, page_routes, routes
 from .serving_routes import ServingRoutes
 
 MAX_BODY_BYTES = 64 * 1024
@@ -30,6 +30,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     errors.register(app)
     app.register_blueprint(routes.blueprint)
     app.register_blueprint(admin_routes.blueprint)
+    app.register_blueprint(catalog_routes.blueprint)
+    app.register_blueprint(page_routes.blueprint)
     _measure_latency(app)
     app.wsgi_app = ServingRoutes(app.wsgi_app, service, access, MAX_BODY_BYTES)
     return app

@@ -78,3 +78,61 @@ class CatalogStore:
         """The title with the lowest code: the last step of the fallback chain."""
         raw = self.client.hget(self.keys.title_ids, 0)
         return raw.decode() if raw else None
+
+    # -- reading the catalog for GET /titles (service: catalog_service.py) ---------------------
+    @translate_failures
+    def sizes(self) -> tuple[int, int]:
+        """(titles with a code, titles with metadata), in one round trip. Codes are only ever
+        added, so a change in either count means the catalog changed."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hlen(self.keys.title_ids)
+        pipe.hlen(self.keys.title_info)
+        registered, described = pipe.execute()
+        return int(registered), int(described)
+
+    @translate_failures
+    def scan(self, batch: int = 2_000) -> tuple[list[str], dict[str, dict]]:
+        """Every content id (indexed by code) and every title's metadata. HSCAN in batches
+        rather than HGETALL: a catalog of 50,000 titles would block Redis for milliseconds in
+        one command, stalling every cached recommendation queued behind it."""
+        codes = {int(code): content_id.decode()
+                 for code, content_id in self.client.hscan_iter(self.keys.title_ids, count=batch)}
+        ids = [codes.get(code, "") for code in range(len(codes))]
+        info = {content_id.decode(): _parse_info(raw)
+                for content_id, raw in self.client.hscan_iter(self.keys.title_info, count=batch)}
+        return ids, info
+
+    @translate_failures
+    def titles_from(self, first_code: int, stop_code: int) -> list[tuple[str, dict | None]]:
+        """(content id, metadata or None) of codes ``first_code`` .. ``stop_code - 1``: two
+        HMGETs, whatever the number of titles."""
+        if stop_code <= first_code:
+            return []
+        raw_ids = self.client.hmget(self.keys.title_ids, list(range(first_code, stop_code)))
+        ids = [raw.decode() for raw in raw_ids if raw is not None]
+        if not ids:
+            return []
+        infos = self.client.hmget(self.keys.title_info, ids)
+        return [(content_id, _parse_info(raw)) for content_id, raw in zip(ids, infos)]
+
+    @translate_failures
+    def describe(self, content_id: str) -> tuple[bool, dict | None]:
+        """(whether the title has a code, its metadata or None), in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hexists(self.keys.title_codes, content_id)
+        pipe.hget(self.keys.title_info, content_id)
+        registered, raw = pipe.execute()
+        return bool(registered), _parse_info(raw)
+
+
+def _parse_info(raw: bytes | None) -> dict | None:
+    """Metadata as a dict, None when there is none. An entry that is not a JSON object reads as
+    ``{}`` (present, but nothing usable): importers write this hash, and one bad entry must
+    neither break reading the catalog nor look like a missing one."""
+    if raw is None:
+        return None
+    try:
+        parsed = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
