@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench-serve bench-memory clean
+.PHONY: demo test bench-serve bench-memory bench-soak clean
 
 demo: $(VENV)/.installed
 	@scripts/system-packages.sh demo
@@ -20,6 +20,10 @@ bench-serve: $(VENV)/.installed-test
 bench-memory: $(VENV)/.installed-test
 	@scripts/system-packages.sh bench
 	$(BIN)/python bench/memory.py
+
+bench-soak: $(VENV)/.installed-test
+	@scripts/system-packages.sh bench
+	$(BIN)/python bench/soak.py $(SOAK_ARGS)
 
 $(VENV)/.venv-created:
 	@scripts/system-packages.sh demo

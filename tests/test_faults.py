@@ -1,11 +1,20 @@
 """Redis going away and coming back: reads degrade to the in-process model, writes answer 503
-with Retry-After, and serving recovers by itself once Redis is back."""
+with Retry-After, and serving recovers by itself once Redis is back; a watch recorded just as
+Redis went away is answered on retry; the archiver misses nothing a lost reply delivered.
+(tests/test_fault_load.py does the same under load with real processes.)"""
 
+import socket
+import threading
+import time
+
+import pyarrow.parquet as pq
 
 from conftest import DEFAULT_NEIGHBOURS, publish_test_model
 from nextwatch.api import create_app
+from nextwatch.archiving import ArchiveFolder, Archiver, read_group_lag
 from nextwatch.settings import Settings
 from nextwatch.store import Store
+from nextwatch.store.event_consumer import EventConsumer
 
 
 def test_redis_restart(private_redis):
@@ -41,3 +50,62 @@ def test_a_process_without_a_model_answers_503_not_500(tmp_path):
     client = create_app(settings, Store.from_settings(settings)).test_client()
     response = client.get("/recommend/U1")
     assert response.status_code == 503 and response.get_json()["error"] == "store_unavailable"
+
+
+def test_a_recorded_watch_whose_answer_was_never_stored_is_answered_on_retry(settings, store, published, client):
+    """Redis (or the worker) went away between the watch script and storing the answer: the
+    event is recorded, its event id claimed, no answer stored. A retry used to get 409
+    `event_in_flight` for the whole event-id TTL; now, once the claim is clearly orphaned, it
+    gets the answer the first request would have given, and the event stays recorded once."""
+    twin = client.post("/watched?k=3", json={"user_id": "U2", "content_id": "C1010"}).get_json()
+
+    code = store.catalog.register(["C1010"])[0]
+    store.users.record_watch("U1", "C1010", code, time.time(), "e1")  # the claim of a live request
+    in_flight = client.post("/watched?k=3", json={"user_id": "U1", "content_id": "C1010", "event_id": "e1"})
+    assert in_flight.status_code == 409 and in_flight.headers["Retry-After"] == "1"
+
+    store.users.record_watch("U1", "C1010", code, time.time() - 10, "e2")  # a request that died
+    retried = client.post("/watched?k=3", json={"user_id": "U1", "content_id": "C1010", "event_id": "e2"})
+    assert retried.status_code == 200
+    assert retried.get_json() == {**twin, "user_id": "U1"}  # what the first request would have said
+    again = client.post("/watched?k=3", json={"user_id": "U1", "content_id": "C1010", "event_id": "e2"})
+    assert again.get_json() == retried.get_json()
+    assert [e["event_id"] for e in store.events.read_all()] == [None, "e1", "e2"]  # e2 once
+
+
+def test_the_archiver_reads_again_what_a_lost_reply_delivered(private_redis, tmp_path):
+    """Redis stops right after handing entries to the archiver's blocked read, before the reply
+    leaves: the AOF keeps them as delivered (pending), the archiver never saw them. A running
+    archiver used to leave them pending until its next restart (lost once the stream's cap
+    trimmed them); now it reads the pending entries again when Redis is back."""
+    out = tmp_path / "archive"
+    config = Settings(redis_url=private_redis.url, redis_timeout_seconds=0.3)
+    store = Store.from_settings(config)
+    consumer = EventConsumer.from_settings(config, "archiver", "archiver", block_seconds=1.0)
+    archiver = Archiver(consumer, ArchiveFolder(out), flush_seconds=0.2)
+    thread = threading.Thread(target=archiver.run)
+    try:
+        thread.start()
+        wait_for(lambda: any(c["cmd"] == "xreadgroup" and "b" in c["flags"] for c in store.client.client_list()))
+        with socket.create_connection(("127.0.0.1", private_redis.port)) as connection:
+            # One write, so both run in one pass of Redis's event loop: the XADD wakes the blocked
+            # read (delivered, its reply queued), then SHUTDOWN exits before replies are sent.
+            connection.sendall(f"XADD {store.keys.event_log} * user_id U1 content_id C1 ts 1795000000.5\r\n"
+                               "SHUTDOWN NOSAVE\r\n".encode())
+            private_redis.process.wait(10)
+        private_redis.start()
+        wait_for(lambda: len(list(out.glob("day=*/*.parquet"))) == 1)
+        rows = pq.read_table(next(out.glob("day=*/*.parquet"))).to_pylist()
+        assert [(r["user_id"], r["content_id"]) for r in rows] == [("U1", "C1")]
+        wait_for(lambda: read_group_lag(store.client, store.keys, "archiver").pending == 0)
+    finally:
+        archiver.stop()
+        thread.join(10)
+        store.close()
+
+
+def wait_for(condition, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)

@@ -20,6 +20,7 @@ from .ids import validate_id
 from .model import NextTitleModel
 from .settings import Settings
 from .store import Store
+from .store.users import PendingWatch
 
 MAX_K = 100
 log = logging.getLogger("nextwatch.service")
@@ -79,7 +80,9 @@ class TitleCodes:
 def parse_k(raw: str | None) -> int | None:
     if raw is None:
         return None
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_K:
+    # isascii: str.isdigit() also accepts digits such as "²" that int() refuses; the length
+    # cap keeps int() away from huge inputs.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 4) or not 1 <= int(raw) <= MAX_K:
         raise InvalidInput(f"k must be a whole number from 1 to {MAX_K}, got {raw!r}", error="invalid_k")
     return int(raw)
 
@@ -90,6 +93,9 @@ class RecommendationService:
         self.store = store
         self.loaded = LoadedModel(store)
         self.titles = TitleCodes(store)
+        # A request stores its answer within a Redis timeout or two of recording the event; a
+        # pending marker older than this belongs to a request that failed.
+        self._orphaned_after = max(3.0, 2 * settings.redis_timeout_seconds)
 
     # -- writes ------------------------------------------------------------------------------
     def record_watch(self, user_id, content_id, event_id=None, k: int | None = None) -> dict:
@@ -100,33 +106,52 @@ class RecommendationService:
         code = self.titles.code_for(content_id)
         recorded = self.store.users.record_watch(user_id, content_id, code, time.time(), event_id)
         if recorded.duplicate_answer is not None:
-            if recorded.duplicate_answer == b"pending":
-                raise EventInFlight("this event_id is being recorded by another request; retry",
-                                    headers={"Retry-After": "1"})
-            metrics.duplicate_events.inc()
-            return json.loads(recorded.duplicate_answer)
+            return self._repeated_event(user_id, event_id, recorded.duplicate_answer, k)
         metrics.watch_events.inc()
         previous = recorded.previous
         if previous is not None and code in previous.codes[: self.settings.cache_top_k]:
             metrics.prediction_hits.inc()
         wanted = max(self.settings.cache_top_k, k or 0)
         codes, source = self._predict(recorded.history, recorded.model_version, wanted)
-        answer = {
-            "user_id": user_id,
-            "watched": content_id,
-            "predicted_next": None,
-            "model_version": recorded.model_version,
-            "source": source,
-        }
+        answer = self._watch_answer(user_id, content_id, recorded.model_version, codes, source, k)
+        if source != "model":
+            metrics.fallbacks_used.labels(step=source).inc()
+        stored_answer = (event_id, json.dumps(answer).encode()) if event_id else None
+        self._cache(user_id, recorded.model_version, recorded.history, codes, stored_answer)
+        return answer
+
+    def _watch_answer(self, user_id, content_id, version, codes, source, k) -> dict:
+        answer = {"user_id": user_id, "watched": content_id, "predicted_next": None, "model_version": version,
+                  "source": source}
         if codes:
             ids = self.titles.ids_for(codes)
             answer["predicted_next"] = ids[0]
             if k:
                 answer["recommendations"] = ids[:k]
-        if source != "model":
-            metrics.fallbacks_used.labels(step=source).inc()
-        stored_answer = (event_id, json.dumps(answer).encode()) if event_id else None
-        self._cache(user_id, recorded.model_version, recorded.history, codes, stored_answer)
+        return answer
+
+    def _repeated_event(self, user_id: str, event_id: str, stored: bytes, k: int | None) -> dict:
+        """An event id seen before: its stored answer. While the request that recorded it has
+        not stored one, 409 (in flight); once that request has clearly failed (Redis or the
+        worker went away between recording and storing), the same answer, computed again from
+        what the marker holds (scoring is deterministic), and stored. Without this a client
+        whose watch was recorded but answered 503 got 409 for the event-id TTL."""
+        if not stored.startswith(b"pending"):
+            metrics.duplicate_events.inc()
+            return json.loads(stored)
+        pending = PendingWatch.decode(stored)  # None: the bare marker of older versions
+        if pending is None or time.time() - pending.recorded_at < self._orphaned_after:
+            raise EventInFlight("this event_id is being recorded by another request; retry",
+                                headers={"Retry-After": "1"})
+        metrics.duplicate_events.inc()
+        codes, source = self._predict(pending.history, pending.model_version,
+                                      max(self.settings.cache_top_k, k or 0))
+        watched = self.titles.ids_for(pending.history[-1:])[0]
+        answer = self._watch_answer(user_id, watched, pending.model_version, codes, source, k)
+        try:
+            self.store.users.save_answer(user_id, event_id, json.dumps(answer).encode())
+        except StoreUnavailable:
+            log.warning("answer to a recovered event id not stored; the next retry computes it again")
         return answer
 
     # -- reads -------------------------------------------------------------------------------
@@ -152,13 +177,16 @@ class RecommendationService:
                             cache_hit=False, source=source)
 
     def _cache(self, user_id, version, history, codes, stored_answer=None) -> None:
-        """Cache a prediction. A Redis at maxmemory refuses it: the answer is still right, only
-        uncached. After a recorded watch, answering 503 would make the client send the watch
-        again (recorded twice, or refused as in flight for the event-id TTL)."""
+        """Cache a prediction. A Redis at maxmemory refuses it, or one that just went away
+        fails it: the answer is still right, only uncached. After a recorded watch, answering
+        503 would make the client send the watch again (recorded twice without an event id);
+        after a read, the reader would get a 503 for an answer it already has."""
         try:
             self.store.users.save_prediction(user_id, version, history, codes, stored_answer)
         except StoreOutOfMemory:
             log.warning("Redis is out of memory: prediction for a user not cached")
+        except StoreUnavailable:
+            log.warning("Redis went away after the request's first round trip: prediction not cached")
 
     def _predict(self, history: np.ndarray, version: int, k: int) -> tuple[list[int], str]:
         """The fallback chain, one visible step each: the model for a user with history, then

@@ -39,8 +39,9 @@ Crash points (SIGKILL, OOM, power loss), and what the next start does:
 
 Redis down: every call is retried with backoff (0.5 s doubling to 30 s) and logged. The batch
 in memory is still written when due (files need no Redis; its entries stay pending in the
-group) and acknowledged once Redis answers again. ``--once`` gives up instead: it writes what
-it holds and exits 1.
+group) and acknowledged once Redis answers again; then the pending entries are read again
+first, since a read cut off with the connection can have delivered entries without their
+reply reaching the archiver. ``--once`` gives up instead: it writes what it holds and exits 1.
 
 What is lost: the stream is capped (XADD MAXLEN ~ event_log_max_length). Entries trimmed
 before the group read them never reach the archive; ``GroupLag.trimmed_unread`` counts them
@@ -157,6 +158,14 @@ class Archiver:
                 delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (failures - 1))
                 log.warning("Redis is unreachable (%s); %d events held, retrying in %.1f s", failure,
                             len(self._batch), delay)
+                # A read whose reply was lost with the connection may have delivered entries
+                # this loop never saw: they sit pending in the group, and reading only new
+                # entries would leave them there until a restart. So start over from the
+                # pending entries once Redis answers. A replay in memory is dropped: its
+                # entries are still pending and are collected again, once each.
+                if self._replaying:
+                    self._batch, self._replaying, self._started = [], False, None
+                ready = False
                 self._sleep(delay)
             except GroupMissing as problem:
                 # The stream or group was deleted. What is in memory goes to disk (the names

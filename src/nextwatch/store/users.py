@@ -68,8 +68,26 @@ class UserState:
 
 
 @dataclasses.dataclass(frozen=True)
+class PendingWatch:
+    """An event id claimed by the request that recorded it, whose answer is not stored (yet):
+    when, and what the answer is computed from (watch.lua writes the marker)."""
+
+    recorded_at: float
+    model_version: int
+    history: np.ndarray
+
+    @classmethod
+    def decode(cls, raw: bytes) -> "PendingWatch | None":
+        """None for anything else: a stored answer, or the bare ``pending`` of older versions."""
+        parts = raw.split(b":", 3)
+        if len(parts) != 4 or parts[0] != b"pending":
+            return None
+        return cls(float(parts[1]), int(parts[2]), decode_codes(parts[3]))
+
+
+@dataclasses.dataclass(frozen=True)
 class RecordedWatch:
-    duplicate_answer: bytes | None  # the stored answer when the event id was seen before
+    duplicate_answer: bytes | None  # the stored answer, or the pending marker, of an event id seen before
     history: np.ndarray
     previous: CachedPrediction | None
     model_version: int
@@ -147,3 +165,8 @@ class UserStore:
         pipe.set(self.keys.prediction(user_id), prediction, ex=self.settings.cache_ttl_seconds)
         pipe.set(self.keys.event_id(user_id, event_id), body, ex=self.settings.event_id_ttl_seconds)
         pipe.execute()
+
+    @translate_failures
+    def save_answer(self, user_id: str, event_id: str, body: bytes) -> None:
+        """The answer to an event id, for its later retries (see ``save_prediction``)."""
+        self.client.set(self.keys.event_id(user_id, event_id), body, ex=self.settings.event_id_ttl_seconds)

@@ -4,8 +4,11 @@
 -- ARGV[1] title code as 4 little-endian bytes   ARGV[2] history cap in bytes
 -- ARGV[3] user id   ARGV[4] content id   ARGV[5] timestamp (unix seconds)
 -- ARGV[6] event id or ''   ARGV[7] event-id TTL seconds   ARGV[8] event log cap (approximate)
--- Returns {'duplicate', stored answer, model version}
+-- Returns {'duplicate', stored answer or pending marker, model version}
 --      or {'recorded', history after the append, previous cached prediction, model version, stream id}
+-- The pending marker is 'pending:<timestamp>:<model version>:<history after the append>': all
+-- the answer is computed from, so that a retry can give the same answer if the request that
+-- recorded the event never stored it (Redis or the worker went away in between).
 -- No key name or command text is built from user input: keys come in KEYS, values in ARGV.
 if ARGV[6] ~= '' then
   local answered = redis.call('GET', KEYS[5])
@@ -21,13 +24,15 @@ if #history > cap then
 end
 redis.call('SET', KEYS[1], history)
 redis.call('DEL', KEYS[2])
+local version = redis.call('GET', KEYS[4]) or false
 local fields = {'user_id', ARGV[3], 'content_id', ARGV[4], 'ts', ARGV[5]}
 if ARGV[6] ~= '' then
   table.insert(fields, 'event_id')
   table.insert(fields, ARGV[6])
   -- Claimed now so that a retry racing this request is not recorded twice; the answer
   -- replaces this marker once the prediction is computed.
-  redis.call('SET', KEYS[5], 'pending', 'EX', tonumber(ARGV[7]))
+  local marker = 'pending:' .. ARGV[5] .. ':' .. (version or '0') .. ':' .. history
+  redis.call('SET', KEYS[5], marker, 'EX', tonumber(ARGV[7]))
 end
 local stream_id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[8], '*', unpack(fields))
-return {'recorded', history, previous or false, redis.call('GET', KEYS[4]) or false, stream_id}
+return {'recorded', history, previous or false, version, stream_id}
