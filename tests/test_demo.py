@@ -1,31 +1,52 @@
-"""`nextwatch demo` end to end: it starts everything, the contract works, Ctrl-C leaves no
-process behind, and a second start reuses the published model."""
+"""`nextwatch demo` end to end: it starts what docker-compose.yml runs, the contract works,
+Ctrl-C leaves no process and no bound port behind, and a second start reuses the published
+model. Also the pieces it is built from: the Prometheus config derived from deploy/prometheus,
+the lines for programs that are not installed, and stopping children that ignore SIGTERM."""
 
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
-from nextwatch.localstack.redis_server import free_port
+from conftest import DEFAULT_NEIGHBOURS, publish_test_model
+from nextwatch.localstack import parts
+from nextwatch.localstack.monitoring import local_config
+from nextwatch.localstack.redis_server import RedisServer, free_port
+from nextwatch.localstack.supervisor import Supervisor
+from nextwatch.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+PROMETHEUS_YML = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 
 
-def descendants(pid: int) -> set[int]:
-    """Every process below ``pid``, from /proc (children of children included)."""
-    parents = {}
+def process_table() -> dict[int, tuple[int, str]]:
+    """{pid: (parent pid, state)} from /proc."""
+    table = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 with open(f"/proc/{entry}/stat") as stat:
-                    parents[int(entry)] = int(stat.read().rsplit(")", 1)[1].split()[1])
+                    state, parent = stat.read().rsplit(")", 1)[1].split()[:2]
+                table[int(entry)] = (int(parent), state)
             except (OSError, IndexError, ValueError):
                 continue
+    return table
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below ``pid``, from /proc (children of children included)."""
+    table = process_table()
     found, frontier = set(), {pid}
     while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        frontier = {child for child, (parent, _state) in table.items() if parent in frontier} - found
         found |= frontier
     return found
 
@@ -38,14 +59,37 @@ def alive(pid: int) -> bool:
         return False
 
 
-def start_demo(data_dir, port, redis_port):
-    command = [sys.executable, "-m", "nextwatch.cli", "demo", "--port", str(port), "--workers", "2",
-               "--redis-port", str(redis_port), "--data-dir", str(data_dir)]
+def command_line(pid: int) -> str:
+    with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+        return cmdline.read().replace(b"\0", b" ").decode()
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as a server binding it would
+        try:
+            probe.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def demo_env() -> dict:
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}
-    env.pop("NEXTWATCH_REDIS_URL", None)
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    for name in ("NEXTWATCH_REDIS_URL", "NEXTWATCH_KEY_PREFIX", "NEXTWATCH_ARCHIVE_DIR", "NEXTWATCH_SPARK_MASTER"):
+        env.pop(name, None)
+    return env
+
+
+def start_demo(data_dir, port, redis_port, *extra: str, timeout: float = 400):
+    """The demo on free ports (the compose stack's may be taken on a shared machine), started
+    and read up to its last start-up line."""
+    command = [sys.executable, "-m", "nextwatch.cli", "demo", "--port", str(port), "--workers", "2",
+               "--redis-port", str(redis_port), "--prometheus-port", str(free_port()), "--any-free-ports",
+               "--data-dir", str(data_dir), *extra]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=demo_env())
     lines = []
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         line = process.stdout.readline()
         if not line:
@@ -57,16 +101,19 @@ def start_demo(data_dir, port, redis_port):
     raise AssertionError("demo did not start:\n" + "".join(lines))
 
 
-def stop_demo(process):
+def stop_demo(process, ports: list[int] = ()):
     children = descendants(process.pid)
-    assert children, "the demo should have child processes (redis-server, gunicorn)"
+    assert children, "the demo should have child processes (redis-server, gunicorn, ...)"
     process.send_signal(signal.SIGINT)
-    output = process.communicate(timeout=60)[0]
+    output = process.communicate(timeout=90)[0]
     assert process.returncode == 0, output
     assert "stopped" in output
     time.sleep(0.5)
-    left = [pid for pid in children if alive(pid)]
-    assert left == [], f"processes left running: {left}"
+    left = {pid: command_line(pid) for pid in children if alive(pid)}
+    assert left == {}, f"processes left running: {left}"
+    bound = [port for port in ports if not port_is_free(port)]
+    assert bound == [], f"ports still bound after the demo stopped: {bound}"
+    return output
 
 
 def test_demo_runs_the_contract_and_stops_cleanly(tmp_path):
@@ -91,7 +138,8 @@ def test_demo_runs_the_contract_and_stops_cleanly(tmp_path):
         if process.poll() is None:
             stop_demo(process)
 
-    # Second start: same data folder, nothing regenerated or retrained, the AOF kept the state.
+    # Second start: same data folder, nothing regenerated or retrained before serving, the AOF
+    # kept the state (the trainer trains again in the background, on its schedule).
     process, output = start_demo(tmp_path, port, redis_port)
     try:
         assert "already published" in output and "training" not in output
@@ -99,3 +147,165 @@ def test_demo_runs_the_contract_and_stops_cleanly(tmp_path):
         assert again["recommendation"] == watched["predicted_next"] and again["cache_hit"] is True
     finally:
         stop_demo(process)
+
+
+# ---- the whole stack: every printed URL answers, Prometheus scrapes, Ctrl-C stops it all -----
+
+URL_LINE = re.compile(r"^  (\S.*?\S)\s{2,}(http://127\.0\.0\.1:(\d+)\S*)", re.M)
+PID_LINE = re.compile(r"^  (\S+)\s+pid (\d+)\s+(.*)$", re.M)
+
+
+def prepared_data_dir(path: Path) -> Path:
+    """A demo folder with a small history and a published model, so that the demo serves at once
+    and its trainer's first run (in the background) is short."""
+    from nextwatch.datasets.demo import DemoConfig, write_demo_dataset
+    from nextwatch.store import Store
+
+    write_demo_dataset(path / "demo", DemoConfig(titles=120, viewers=150, mean_watches=8))
+    redis = RedisServer(path / "redis", persistent=True).start()
+    try:
+        store = Store.from_settings(Settings(redis_url=redis.url))
+        publish_test_model(store, DEFAULT_NEIGHBOURS)
+        store.close()
+    finally:
+        redis.stop()  # SIGTERM: the AOF is written out for the demo's own redis-server to load
+    return path
+
+
+def wait_for(description: str, check, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if check():
+                return
+        except requests.RequestException:
+            pass
+        assert time.monotonic() < deadline, f"waited {timeout:.0f} s for {description}"
+        time.sleep(0.5)
+
+
+def prometheus_value(base: str, expr: str) -> float | None:
+    result = requests.get(f"{base}/api/v1/query", params={"query": expr}, timeout=5).json()["data"]["result"]
+    return float(result[0]["value"][1]) if result else None
+
+
+def test_demo_runs_the_compose_processes_and_ctrl_c_stops_every_one(tmp_path):
+    data_dir = prepared_data_dir(tmp_path)
+    port, redis_port = free_port(), free_port()
+    process, output = start_demo(data_dir, port, redis_port)
+    ports = [port, redis_port]
+    try:
+        urls = {label: (url, int(url_port)) for label, url, url_port in URL_LINE.findall(output)}
+        ports += [url_port for _url, url_port in urls.values()]
+        pids = {name: (int(pid), rest) for name, pid, rest in PID_LINE.findall(output)}
+        assert {"API", "page", "metrics", "Prometheus UI", "Spark master UI", "Spark worker UI"} <= set(urls), output
+        assert urls["API"][1] == port
+        assert {"redis-server", "api", "trainer", "archiver", "prometheus", "spark-master", "spark-worker"} <= set(pids)
+
+        # Every printed URL answers; the API and Prometheus through their health routes.
+        for label, (url, _port) in urls.items():
+            target = {"API": f"{url}/healthz", "Prometheus UI": f"{url}/-/ready"}.get(label, url)
+            wait_for(f"{label} at {target}", lambda: requests.get(target, timeout=5).status_code == 200)
+
+        # Prometheus runs deploy/prometheus's jobs and rules, pointed at the demo's processes.
+        prometheus = urls["Prometheus UI"][0]
+        wait_for("Prometheus to scrape the API as up", lambda: prometheus_value(
+            prometheus, 'up{job="nextwatch-api"}') == 1, timeout=60)
+        targets = requests.get(f"{prometheus}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
+        scraped = {target["labels"]["job"]: target["scrapeUrl"] for target in targets}
+        assert scraped["nextwatch-api"] == f"http://127.0.0.1:{port}/metrics"
+        assert scraped["spark-master"] == f"{urls['Spark master UI'][0]}/metrics/master/prometheus/"
+        compose_jobs = {job["job_name"] for job in yaml.safe_load(PROMETHEUS_YML.read_text())["scrape_configs"]}
+        exporter = "redis_exporter" in urls
+        assert set(scraped) == compose_jobs - ({"redis"} if not exporter else set())
+        if not exporter:
+            assert "job redis (redis-exporter:9121) dropped" in output
+        rules = requests.get(f"{prometheus}/api/v1/rules", timeout=5).json()["data"]["groups"]
+        alerts = yaml.safe_load((PROMETHEUS_YML.parent / "alerts.yml").read_text())["groups"]
+        assert {r["name"] for g in rules for r in g["rules"]} == {r["alert"] for g in alerts for r in g["rules"]}
+
+        # The trainer (on the compose schedule, on the demo's Spark master) and the archiver run.
+        trainer, archiver = pids["trainer"][0], pids["archiver"][0]
+        assert alive(trainer) and alive(archiver)
+        assert "train --every 15m --spark-master spark://127.0.0.1:" in command_line(trainer)
+        assert f"archive --out {data_dir / 'archive'}" in command_line(archiver)
+        watched = requests.post(f"http://127.0.0.1:{port}/watched", json={"user_id": "U1", "content_id": "C1010"},
+                                timeout=5)
+        assert watched.json()["predicted_next"] == "C1045"
+        wait_for("the archiver to write the watch to Parquet",
+                 lambda: any((data_dir / "archive").rglob("*.parquet")), timeout=30)
+        ports.append(int(re.search(r"spark://127\.0\.0\.1:(\d+)", command_line(trainer)).group(1)))
+        assert {pid for pid, _rest in pids.values()} <= descendants(process.pid)
+    finally:
+        if process.poll() is None:
+            stop_demo(process, ports)
+
+
+# ---- the pieces ------------------------------------------------------------------------------
+
+def test_the_prometheus_config_is_the_compose_one_with_local_targets(tmp_path):
+    compose = yaml.safe_load(PROMETHEUS_YML.read_text())
+    addresses = {"api:5000": "127.0.0.1:5001", "localhost:9090": "127.0.0.1:9091",
+                 "spark-master:8080": "127.0.0.1:8082", "spark-worker:8081": "127.0.0.1:8083"}
+    config = local_config(PROMETHEUS_YML.read_text(), addresses, PROMETHEUS_YML.parent)
+    assert config.dropped == {"redis": ["redis-exporter:9121"]}
+    local = yaml.safe_load(config.text)
+
+    expected_jobs = []
+    for job in compose["scrape_configs"]:
+        targets = [addresses.get(t) for c in job["static_configs"] for t in c["targets"]]
+        if all(targets):
+            expected_jobs.append({**job, "static_configs": [{"targets": targets}]})
+    assert local["scrape_configs"] == expected_jobs
+    assert local["global"] == compose["global"]
+    assert local["rule_files"] == [str(PROMETHEUS_YML.parent / name) for name in compose["rule_files"]]
+    assert set(local) == set(compose)
+
+    path = tmp_path / "prometheus.yml"
+    path.write_text(config.text)
+    checked = subprocess.run(["promtool", "check", "config", str(path)], cwd="/", capture_output=True, text=True,
+                             timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_programs_that_are_not_installed_are_skipped_with_how_to_install_them(tmp_path):
+    only_spark = tmp_path / "bin"  # pyspark's launcher without Java: Spark is skipped for Java
+    only_spark.mkdir()
+    (only_spark / "spark-class").write_text("#!/bin/sh\n")
+    (only_spark / "spark-class").chmod(0o755)
+    layout = parts.Layout(data_dir=tmp_path, archive_dir=tmp_path / "archive", demo_events=tmp_path / "e.parquet",
+                          redis_url="redis://127.0.0.1:1/0", api_port=5000, ports=dict(parts.COMPOSE_PORTS),
+                          deploy_dir=ROOT / "deploy", notebooks_dir=ROOT / "notebooks",
+                          search_path=str(only_spark))
+    found = {"prometheus": parts.prometheus(layout, tmp_path / "prometheus.yml"),
+             "redis_exporter": parts.redis_exporter(layout), "grafana": parts.grafana(layout, prometheus_runs=True),
+             "jupyter": parts.jupyter(layout, "local[2]"), "spark": parts.spark_cluster(layout)}
+    assert all(isinstance(part, parts.Skipped) for part in found.values()), found
+    assert "apt-get install prometheus" in found["prometheus"].reason
+    assert "apt-get install prometheus-redis-exporter" in found["redis_exporter"].reason
+    assert "installation/debian" in found["grafana"].reason
+    assert "pip install jupyterlab" in found["jupyter"].reason
+    assert "apt-get install openjdk-17-jre-headless" in found["spark"].reason
+
+
+IGNORES_SIGTERM = """
+import signal, subprocess, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+# One child in the group, one in a session of its own; both inherit the ignored SIGTERM.
+subprocess.Popen(["sleep", "300"])
+subprocess.Popen(["sleep", "301"], start_new_session=True)
+print("ready", flush=True)
+time.sleep(300)
+"""
+
+
+def test_stopping_kills_children_that_ignore_sigterm_and_their_escaped_descendants():
+    supervisor = Supervisor()
+    parent = supervisor.start("stubborn", [sys.executable, "-c", IGNORES_SIGTERM])
+    wait_for("both sleeps to start", lambda: len(descendants(parent.pid)) == 2, timeout=10)
+    below = descendants(parent.pid)
+    started = time.monotonic()
+    supervisor.stop_all(timeout=1.0)
+    assert time.monotonic() - started < 5
+    time.sleep(0.2)
+    assert [pid for pid in {parent.pid, *below} if alive(pid)] == []

@@ -55,6 +55,12 @@ def _key_prefix(raw: str) -> str:
     return raw
 
 
+def _http_url(raw: str) -> str:
+    if not re.match(r"^https?://[^/\s]+", raw):
+        raise ValueError(f"must be an http:// or https:// URL, got {raw!r}")
+    return raw.rstrip("/")
+
+
 def _text(raw: str) -> str:
     if not raw:
         raise ValueError("must not be empty")
@@ -83,6 +89,7 @@ class Settings:
     api_keys_refresh_seconds: float = 5.0
     rate_limit: float = 0.0  # requests per second per API key; 0: no limit
     rate_limit_burst: float | None = None  # None: twice the rate
+    api_url: str = "http://127.0.0.1:5000"  # where clients (the notebook) reach a running API
 
     @property
     def rate_limit_capacity(self) -> float:
@@ -118,6 +125,7 @@ SETTINGS_SPEC: dict[str, tuple[str, Callable[[str], Any], str]] = {
                    "requests per second per API key (0: no limit)"),
     "rate_limit_burst": ("RATE_LIMIT_BURST", _number(float, 1, 10_000_000, unit=" requests"),
                          "requests an API key may make at once (default twice the rate)"),
+    "api_url": ("API_URL", _http_url, "base URL of a running API, for clients such as notebooks/explore.ipynb"),
 }
 
 

@@ -57,7 +57,9 @@ class RedisServer:
             "--dir", str(self.data_dir.resolve()), "--daemonize", "no", "--loglevel", "warning",
             "--logfile", str((self.data_dir / "redis.log").resolve()), *persistence,
         ]
-        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+        # A session of its own: a Ctrl-C in the terminal must not stop Redis before the processes
+        # that write to it (the demo's archiver writes and acknowledges its last batch on the way out).
+        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
