@@ -50,6 +50,8 @@ RUN pip install --no-deps -c constraints.txt . \
  && rm -rf build src/*.egg-info \
  && mkdir -p /home/nextwatch/notebooks \
  && chown nextwatch:nextwatch /home/nextwatch/notebooks
+# The project's notebooks; compose's named volume starts as a copy of this folder.
+COPY --chown=10001:10001 notebooks/ /home/nextwatch/notebooks/
 USER 10001:10001
 WORKDIR /home/nextwatch/notebooks
 EXPOSE 8888

@@ -8,8 +8,9 @@ need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v java >/dev/null || need+=(openjdk-17-jre-headless)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
+# make demo runs Prometheus beside the API, as the compose stack does.
+command -v prometheus >/dev/null || need+=(prometheus)
 if [ "$purpose" = test ] || [ "$purpose" = bench ]; then
-  command -v prometheus >/dev/null || need+=(prometheus)
   command -v docker-compose >/dev/null || need+=(docker-compose)
 fi
 if [ "$purpose" = test ]; then
