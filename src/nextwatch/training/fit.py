@@ -6,32 +6,41 @@ Two variants behind one name (``FitParams.model``):
   ways, row-scaled, plus co-watch cosine), scored over the last 10 titles weighted 0.6^i.
   Its parameters (γ, back, η) are tuned on a holdout: by default each user's last event (users
   with at least 3), or the (histories, targets) the caller gives (``evaluate`` gives the
-  protocol's validation targets). The parameter-free aggregates are built once and every grid
-  point is one pass over them; the final model is then built from all the events.
+  protocol's validation targets). The pair sums are counted once for every γ of the grid and
+  all grid points are ranked in the same pass; the final model is then built from all the
+  events. Beyond ``TUNING_EVENTS`` events, the holdout comes from a sample of users.
 - ``"transitions"``: P(next | title) over consecutive events (``transitions.py``), the
   original model, kept selectable.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import time
 from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from ..evaluation.metrics import evaluate_scorer
 from ..model import NextTitleModel, PositionWeights
-from .neighbours import neighbour_table, ordered, pair_aggregates
+from .neighbours import audiences, ordered, pair_sums, ranked_neighbours, user_sequences
 from .transitions import next_title_candidates
+
+log = logging.getLogger(__name__)
 
 MODELS = ("neighbours", "transitions")
 GRID: tuple[dict, ...] = tuple({"gamma": g, "back": b, "eta": e}
                                for g in (0.7, 0.85) for b in (0.0, 0.25, 0.5) for e in (0.0, 0.3))
 HOLDOUT_USERS = 10_000  # users sampled for the inner holdout
+# Tuning builds the model once per grid point, so its cost is bounded by tuning on a seeded
+# sample of users holding about this many events; only the final build grows with the data.
+TUNING_EVENTS = 2_000_000
 MIN_HOLDOUT_EVENTS = 3
 
 
@@ -88,7 +97,8 @@ class FitReport:
 def fit_next_title(spark: SparkSession, events: DataFrame, titles: TitleCodes | int,
                    params: FitParams | None = None, tune_on: tuple[Sequence[np.ndarray], np.ndarray] | None = None,
                    grid: Sequence[dict] = GRID, order_column: str | None = None, base: FitParams = FitParams(),
-                   holdout_users: int = HOLDOUT_USERS, seed: int = 0) -> tuple[NextTitleModel, FitReport]:
+                   holdout_users: int = HOLDOUT_USERS, tuning_events: int = TUNING_EVENTS,
+                   seed: int = 0) -> tuple[NextTitleModel, FitReport]:
     """Build a model from ``events`` (``user_id``, ``content_id`` or ``code``, ``timestamp``,
     optionally ``order_column`` for timestamp ties).
 
@@ -96,7 +106,9 @@ def fit_next_title(spark: SparkSession, events: DataFrame, titles: TitleCodes | 
     when the events carry ``code`` already. ``params`` given: built with those, no tuning.
     ``params`` None: ``base`` with the best ``grid`` point by NDCG@10, on ``tune_on``
     (histories, targets as title codes; the model is built from all ``events``) or else on an
-    inner holdout of each user's last event (the final model is then rebuilt from all events).
+    inner holdout of each user's last event (the final model is then rebuilt from all events);
+    beyond ``tuning_events`` events the holdout is taken from a seeded sample of users with
+    about that many events.
     """
     started = time.monotonic()
     title_count = titles if isinstance(titles, int) else titles.title_count
@@ -111,7 +123,9 @@ def fit_next_title(spark: SparkSession, events: DataFrame, titles: TitleCodes | 
         model, chosen, tried, holdout, n_events = _tune(coded, base, grid, title_count, order_column, histories,
                                                         np.asarray(targets), keep_model=True)
     else:
-        positioned, train_part, histories, targets = _inner_holdout(coded, order_column, holdout_users, seed)
+        with _timed("holdout split"):
+            sample = _user_sample(coded, tuning_events, seed)
+            positioned, train_part, histories, targets = _inner_holdout(sample, order_column, holdout_users, seed)
         try:
             if len(targets):
                 _, chosen, tried, holdout, _ = _tune(train_part, base, grid, title_count, "pos", histories, targets,
@@ -122,6 +136,14 @@ def fit_next_title(spark: SparkSession, events: DataFrame, titles: TitleCodes | 
             positioned.unpersist()
         model, n_events = _build(coded, chosen, title_count, order_column)
     return model, FitReport(chosen, holdout, tried, n_events, time.monotonic() - started)
+
+
+@contextlib.contextmanager
+def _timed(stage: str):
+    """Logs how long ``stage`` took: where a training run spends its time, run by run."""
+    started = time.monotonic()
+    yield
+    log.info("%s: %.1f s", stage, time.monotonic() - started)
 
 
 def _with_codes(spark: SparkSession, events: DataFrame, titles: TitleCodes | int, order_column: str | None) -> DataFrame:
@@ -160,13 +182,29 @@ def _build(coded: DataFrame, params: FitParams, title_count: int, order_column: 
         table = next_title_candidates(coded.withColumnRenamed("code", "content_id"), params.top_n,
                                       order_column=order_column).toArrow()
         return _model(popularity, table, params, "source_id", "target_id"), n_events
-    aggregates = pair_aggregates(coded, [params.gamma], params.max_lead, params.max_user_titles,
-                                 with_cosine=params.eta != 0, order_column=order_column)
-    try:
-        table = neighbour_table(aggregates, params.gamma, params.back, params.eta, params.top_n).toArrow()
-    finally:
-        aggregates.unpersist()
+    with _timed("neighbour table"):
+        (table,) = _neighbour_tables(coded, [params], title_count, order_column)
     return _model(popularity, table, params, "a", "b"), n_events
+
+
+def _neighbour_tables(coded: DataFrame, points: Sequence[FitParams], title_count: int,
+                      order_column: str | None) -> list[pa.Table]:
+    """The top-n neighbour table of every parameter point, all from one pass over the events:
+    the pair sums are counted once for every γ of ``points``, then ranked for each point.
+    ``points`` share max_lead, max_user_titles and top_n."""
+    first = points[0]
+    gammas = sorted({p.gamma for p in points})
+    sequences = user_sequences(coded, order_column).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        with_cosine = any(p.eta != 0 for p in points)
+        audience = audiences(sequences, title_count, first.max_user_titles) if with_cosine else np.ones(title_count)
+        sums = pair_sums(sequences, gammas, first.max_lead, first.max_user_titles, with_cosine)
+        ranked = ranked_neighbours(sums, audience, [(gammas.index(p.gamma), p.back, p.eta) for p in points],
+                                   first.top_n).toArrow()
+    finally:
+        sequences.unpersist()
+    point_of_row = ranked.column("point").to_numpy()
+    return [ranked.filter(pa.array(point_of_row == i)) for i in range(len(points))]
 
 
 def _tune(coded: DataFrame, base: FitParams, grid: Sequence[dict], title_count: int, order_column: str | None,
@@ -174,23 +212,32 @@ def _tune(coded: DataFrame, base: FitParams, grid: Sequence[dict], title_count: 
     """Score every grid point on (histories, targets) with a model built from ``coded``; the
     best by NDCG@10 (the first of equals), its model if ``keep_model``, every point's metrics."""
     popularity, n_events = _popularity(coded, title_count)
-    aggregates = pair_aggregates(coded, [p["gamma"] for p in grid], base.max_lead, base.max_user_titles,
-                                 with_cosine=any(p.get("eta", base.eta) for p in grid), order_column=order_column)
+    points = [base.with_point(point) for point in grid]
+    with _timed(f"neighbour tables of {len(points)} grid points"):
+        tables = _neighbour_tables(coded, points, title_count, order_column)
     tried, best, best_model = [], None, None
-    try:
-        for point in grid:
-            params = base.with_point(point)
-            table = neighbour_table(aggregates, params.gamma, params.back, params.eta, params.top_n).toArrow()
+    with _timed("scoring the grid on the holdout"):
+        for point, params, table in zip(grid, points, tables):
             model = _model(popularity, table, params, "a", "b")
             metrics = evaluate_scorer(model.dense_scores, histories, targets, title_count)
             tried.append({**point, **{k: float(v) for k, v in metrics.items() if k != "users"}})
             if best is None or metrics["ndcg@10"] > best[1]["ndcg@10"]:
                 best = (params, metrics)
                 best_model = model if keep_model else None
-    finally:
-        aggregates.unpersist()
     holdout = {"users": int(best[1]["users"]), "hr@10": float(best[1]["hr@10"]), "ndcg@10": float(best[1]["ndcg@10"])}
     return best_model, best[0], tried, holdout, n_events
+
+
+def _user_sample(coded: DataFrame, max_events: int, seed: int) -> DataFrame:
+    """The events of a seeded sample of users holding about ``max_events`` events (all of them
+    when there are no more). Whole users, so every sampled history stays complete."""
+    total = coded.count()
+    if total <= max_events:
+        return coded
+    buckets = 1_000_000
+    kept = max(1, int(buckets * max_events / total))
+    log.info("tuning on a sample of users: about %d of %d events", max_events, total)
+    return coded.where(F.pmod(F.xxhash64("user_id", F.lit(seed)), F.lit(buckets)) < kept)
 
 
 def _inner_holdout(coded: DataFrame, order_column: str | None, max_users: int, seed: int):

@@ -1,5 +1,5 @@
-"""DataFrame transforms for the default next-title table: multi-step transitions in both
-directions, row-scaled, plus co-watch cosine.
+"""The Spark job of the default next-title table: multi-step transitions in both directions,
+row-scaled, plus co-watch cosine.
 
 Input: events with ``user_id``, ``code`` (int title code), ``timestamp`` and optionally an
 ordering column that breaks timestamp ties. The recipe, with ``γ`` (gamma), ``back`` and ``η``
@@ -9,34 +9,31 @@ ordering column that breaks timestamp ties. The recipe, with ``γ`` (gamma), ``b
 2. ``C[a,b] = F_γ[a,b] + back · F_γ[b,a]``;
 3. ``T[a,b] = C[a,b] / sqrt(Σ_b' C[a,b'])``;
 4. ``cos[a,b] = users(a and b) / sqrt(users(a) · users(b))`` over each user's last
-   ``max_user_titles`` distinct titles (which bounds the quadratic self-join);
+   ``max_user_titles`` distinct titles (which bounds the quadratic pairing);
 5. ``N = T + η · cos``, the ``top_n`` strongest targets per source kept (ties: lower code),
    not renormalised after the cut.
 
-:func:`pair_aggregates` builds everything that does not depend on the parameters once, for
-every γ of a grid, as one cached DataFrame; :func:`neighbour_table` then turns it into one
-table per parameter point with a single pass and a per-source top-n. Only the top-n tables are
-small enough to collect.
+The shape of the job: Spark collects each user's titles in order (one row per user); every
+task, one per core, turns its users into pair sums with the NumPy kernels of
+``pair_kernels.py`` (:func:`pair_sums`); Spark shuffles those rows by source title, and every
+task of the next stage adds up the rows of its sources and ranks their targets for one or many
+parameter points at once (:func:`ranked_neighbours`). Tuning therefore costs one ranking pass,
+not one job per grid point. Only the top-n tables reach the driver.
 """
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterator, Sequence
 
-from pyspark import StorageLevel
+import numpy as np
+import pyarrow as pa
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from . import pair_kernels
 
-PAIR_BASE = 1 << 31  # pair key = a * PAIR_BASE + b; title codes are non-negative ints
-
-
-def _unkeyed() -> list:
-    return [F.shiftright("key", 31).cast("int").alias("a"), F.col("key").bitwiseAND(PAIR_BASE - 1).cast("int").alias("b")]
-
-
-def gamma_column(gamma: float) -> str:
-    return "g" + repr(float(gamma)).replace(".", "_").replace("-", "m")
+# Pairs one task generates before it sums them: bounds a task's memory (about 40 bytes a pair).
+PAIRS_PER_CHUNK = 8_000_000
 
 
 def ordered(events: DataFrame, order_column: str | None = None) -> DataFrame:
@@ -47,96 +44,93 @@ def ordered(events: DataFrame, order_column: str | None = None) -> DataFrame:
 
 def user_sequences(events: DataFrame, order_column: str | None = None) -> DataFrame:
     """``user_id``, ``titles``: each user's title codes in time order (ties by
-    ``order_column``). One row per user: the pair generators below run inside a row, so
-    neither needs a window or a self-join (both several times slower here)."""
+    ``order_column``), one row per user."""
     order = [F.col("timestamp")] + ([F.col(order_column)] if order_column else [])
     watched = F.struct(*[c.alias(f"k{i}") for i, c in enumerate(order)], F.col("code").alias("code"))
     return events.groupBy("user_id").agg(F.array_sort(F.collect_list(watched)).alias("w")).select(
         "user_id", F.col("w.code").alias("titles"))
 
 
-def lead_pairs(sequences: DataFrame, gammas: list[float], max_lead: int) -> DataFrame:
-    """``a``, ``b`` and, per γ, ``Σ γ^(d-1)`` over every time b came d <= ``max_lead`` steps
-    after a in one user's titles (a != b)."""
-    titles = F.col("titles")
-    steps = F.flatten(F.transform(
-        F.sequence(F.lit(1), F.greatest(F.size(titles) - 1, F.lit(1))),
-        lambda i: F.transform(
-            F.sequence(F.lit(1), F.least(F.lit(max_lead), F.greatest(F.size(titles) - i, F.lit(1)))),
-            lambda d: F.struct(F.element_at(titles, i).alias("a"),
-                               F.element_at(titles, i + d).alias("b"), d.alias("d")))))
-    pairs = sequences.where(F.size(titles) > 1).select(F.explode(steps).alias("p")).select("p.a", "p.b", "p.d")
-    pairs = pairs.where(F.col("b").isNotNull() & (F.col("a") != F.col("b")))
-    # One long key per pair: a single-column hash aggregation is markedly faster than (a, b).
-    keyed = pairs.select((F.col("a").cast("long") * PAIR_BASE + F.col("b")).alias("key"), "d")
-    summed = keyed.groupBy("key").agg(*[F.sum(F.pow(F.lit(g), F.col("d") - 1)).alias(gamma_column(g)) for g in gammas])
-    return summed.select(*_unkeyed(), *[gamma_column(g) for g in gammas])
+def audiences(sequences: DataFrame, title_count: int, max_user_titles: int) -> np.ndarray:
+    """``users[t]``: how many users have title t among their last ``max_user_titles`` distinct
+    titles (the co-watch cosine's audience)."""
+    recent = F.slice(F.array_distinct(F.reverse("titles")), 1, max_user_titles)
+    counts = (sequences.select(F.explode(recent).alias("code")).groupBy("code")
+              .agg(F.count(F.lit(1)).alias("users")).toArrow())
+    users = np.zeros(title_count, dtype=np.int64)
+    users[counts.column("code").to_numpy()] = counts.column("users").to_numpy()
+    return users
 
 
-def cowatch_cosine(sequences: DataFrame, max_user_titles: int) -> DataFrame:
-    """``a``, ``b``, ``cos`` over distinct (user, title), each user cut to the titles of their
-    last ``max_user_titles`` distinct watches."""
-    recent = sequences.select(
-        "user_id", F.slice(F.array_distinct(F.reverse("titles")), 1, max_user_titles).alias("kept"))
-    users = recent.select(F.explode("kept").alias("code")).groupBy("code").agg(F.count(F.lit(1)).alias("users"))
-    kept = F.col("kept")
-    # Each unordered pair once (a < b) as one long key; mirrored after the count.
-    pairs = F.flatten(F.transform(kept, lambda x: F.transform(F.filter(kept, lambda y: y > x),
-                                                              lambda y: x.cast("long") * PAIR_BASE + y)))
-    counted = (recent.where(F.size(kept) > 1).select(F.explode(pairs).alias("key"))
-               .groupBy("key").agg(F.count(F.lit(1)).alias("co")).select(*_unkeyed(), "co"))
-    both = counted.unionByName(counted.select(F.col("b").alias("a"), F.col("a").alias("b"), "co"))
-    users_a = users.select(F.col("code").alias("a"), F.col("users").alias("users_a"))
-    users_b = users.select(F.col("code").alias("b"), F.col("users").alias("users_b"))
-    return (both.join(F.broadcast(users_a), "a").join(F.broadcast(users_b), "b")
-            .select("a", "b", (F.col("co") / F.sqrt(F.col("users_a") * F.col("users_b"))).alias("cos")))
+def pair_sums(sequences: DataFrame, gammas: Sequence[float], max_lead: int = 10, max_user_titles: int = 200,
+              with_cosine: bool = True) -> DataFrame:
+    """``key`` (a * PAIR_BASE + b), ``f<i>``, ``r<i>`` per γ of ``gammas`` and ``co``: the sums
+    of :func:`pair_kernels.pair_sums`, each task's users summed inside the task. A pair may
+    still have a row from every task: :func:`ranked_neighbours` adds them up."""
+    gammas = [float(g) for g in gammas]
+    value_columns = [f"{side}{i}" for i in range(len(gammas)) for side in ("f", "r")] + ["co"]
+    schema = pa.schema([("key", pa.int64())] + [(name, pa.float64()) for name in value_columns])
+
+    def count(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        task_sums = pair_kernels.SumAccumulator()
+        for titles, offsets in _user_chunks(batches, max_lead, max_user_titles if with_cosine else 0):
+            task_sums.add(pair_kernels.pair_sums(titles, offsets, gammas, max_lead, max_user_titles, with_cosine))
+        summed = task_sums.result()
+        if summed is not None:
+            yield from pa.Table.from_pydict(summed, schema=schema).to_batches(max_chunksize=1_000_000)
+
+    # As many tasks as cores: every task sends each of its pairs once, so fewer, larger tasks
+    # shuffle fewer rows.
+    parallelism = sequences.sparkSession.sparkContext.defaultParallelism
+    return sequences.select("titles").coalesce(parallelism).mapInArrow(count, _ddl(schema))
 
 
-def pair_aggregates(events: DataFrame, gammas: Iterable[float], max_lead: int = 10, max_user_titles: int = 200,
-                    with_cosine: bool = True, order_column: str | None = None) -> DataFrame:
-    """One row per (a, b) with any transition or co-watch: for every γ, ``f`` = F_γ[a,b],
-    ``r`` = F_γ[b,a], and the row sums ``sf``, ``sr`` of a; and ``cos``. Persisted: call
-    ``unpersist()`` when done."""
-    gammas = sorted(set(float(g) for g in gammas))
-    sequences = user_sequences(events, order_column).persist(StorageLevel.MEMORY_AND_DISK)
-    weighted = lead_pairs(sequences, gammas, max_lead).persist(StorageLevel.MEMORY_AND_DISK)
-    names = [gamma_column(g) for g in gammas]
-    columns = [p + c for c in names for p in ("f", "r")] + ["cos"]
+def ranked_neighbours(sums: DataFrame, audience: np.ndarray, points: Sequence[tuple[int, float, float]],
+                      top_n: int) -> DataFrame:
+    """``point``, ``a``, ``b``, ``score``, ``rank``: the ``top_n`` targets of every source for
+    each (γ index, back, η) of ``points`` (see :func:`pair_kernels.top_neighbours`), from the
+    per-task rows of :func:`pair_sums`."""
+    points = [(int(g), float(back), float(eta)) for g, back, eta in points]
+    schema = pa.schema([("point", pa.int32()), ("a", pa.int32()), ("b", pa.int32()), ("score", pa.float64()),
+                        ("rank", pa.int32())])
 
-    def part(frame: DataFrame, a: str, b: str, given: dict) -> DataFrame:
-        return frame.select(F.col(a).alias("a"), F.col(b).alias("b"),
-                            *[(given[c] if c in given else F.lit(0.0)).cast("double").alias(c) for c in columns])
+    def rank(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        parts = [{name: batch.column(name).to_numpy() for name in batch.schema.names} for batch in batches]
+        if not parts:
+            return
+        summed = pair_kernels.merge_sums(parts)
+        if len(summed["key"]) == 0:
+            return
+        key = summed.pop("key")
+        found = pair_kernels.top_neighbours(key, summed, audience, points, top_n)
+        yield pa.RecordBatch.from_pydict(found, schema=schema)
 
-    # F[a,b] forward, F[b,a] as the reverse of (a, b), cos: one union and one aggregation
-    # instead of a full outer join.
-    parts = [part(weighted, "a", "b", {"f" + c: F.col(c) for c in names}),
-             part(weighted, "b", "a", {"r" + c: F.col(c) for c in names})]
-    if with_cosine:
-        parts.append(part(cowatch_cosine(sequences, max_user_titles), "a", "b", {"cos": F.col("cos")}))
-    union = parts[0]
-    for frame in parts[1:]:
-        union = union.unionByName(frame)
-    table = union.groupBy("a", "b").agg(*[F.sum(c).alias(c) for c in columns])
-    # Row sums of a: Σ_b F[a,b] and Σ_b F[b,a]; one row per title, so broadcast.
-    out_sums = weighted.groupBy("a").agg(*[F.sum(c).alias("sf" + c) for c in names])
-    in_sums = weighted.groupBy(F.col("b").alias("a")).agg(*[F.sum(c).alias("sr" + c) for c in names])
-    sums = out_sums.join(in_sums, "a", "full_outer")
-    table = table.join(F.broadcast(sums), "a", "left").na.fill(0.0).persist(StorageLevel.MEMORY_AND_DISK)
-    table.count()  # materialised now, so its inputs can go
-    weighted.unpersist()
-    sequences.unpersist()
-    return table
+    # Every row of a source lands in one task: the task adds up the sums the counting tasks
+    # sent, sees complete rows of the table, and ranks them. Summing here in NumPy rather than
+    # in a Spark aggregation keeps ten million pair groups out of the JVM's heap.
+    by_source = sums.repartition(F.shiftright("key", 31))
+    return by_source.mapInArrow(rank, _ddl(schema))
 
 
-def neighbour_table(aggregates: DataFrame, gamma: float, back: float, eta: float, top_n: int = 100) -> DataFrame:
-    """``a``, ``b``, ``score``, ``rank`` (1 = strongest): the ``top_n`` best targets of every
-    source by ``N = T + η·cos``; ties go to the lower target code; zero scores are no
-    neighbours."""
-    c = gamma_column(gamma)
-    row_total = F.col("sf" + c) + F.lit(float(back)) * F.col("sr" + c)
-    pair = F.col("f" + c) + F.lit(float(back)) * F.col("r" + c)
-    scaled = F.when(row_total > 0, pair / F.sqrt(row_total)).otherwise(F.lit(0.0))
-    scored = aggregates.select("a", "b", (scaled + F.lit(float(eta)) * F.col("cos")).alias("score"))
-    strongest_first = Window.partitionBy("a").orderBy(F.col("score").desc(), F.col("b").asc())
-    ranked = scored.where(F.col("score") > 0).withColumn("rank", F.row_number().over(strongest_first))
-    return ranked.where(F.col("rank") <= top_n)
+def _user_chunks(batches: Iterator[pa.RecordBatch], max_lead: int, max_user_titles: int):
+    """Consecutive users of a task's batches as ``(titles, offsets)`` arrays, cut so that one
+    chunk generates about ``PAIRS_PER_CHUNK`` pairs (a longer single user is one chunk)."""
+    for batch in batches:
+        lists = batch.column(0)
+        offsets = lists.offsets.to_numpy().astype(np.int64)
+        titles = lists.values.to_numpy().astype(np.int64)
+        titles, offsets = titles[offsets[0]:offsets[-1]], offsets - offsets[0]
+        lengths = np.diff(offsets)
+        recent = np.minimum(lengths, max_user_titles)
+        cost = np.cumsum(2 * lengths * max_lead + recent * recent)
+        start = 0
+        while start < len(lengths):
+            done = cost[start - 1] if start else 0
+            end = max(start + 1, int(np.searchsorted(cost, done + PAIRS_PER_CHUNK, side="right")))
+            yield titles[offsets[start]:offsets[end]], offsets[start:end + 1] - offsets[start]
+            start = end
+
+
+def _ddl(schema: pa.Schema) -> str:
+    names = {pa.int32(): "int", pa.int64(): "bigint", pa.float64(): "double"}
+    return ", ".join(f"{field.name} {names[field.type]}" for field in schema)

@@ -8,6 +8,7 @@ none of that is wanted. Everything here can be overridden through ``conf``.
 from __future__ import annotations
 
 import os
+import sys
 
 from pyspark.sql import SparkSession
 
@@ -46,6 +47,9 @@ def spark_session(
         # Spark's launcher reads SPARK_LOCAL_IP before any conf is applied; without it the
         # block manager and RPC servers still pick the outside interface.
         os.environ.setdefault("SPARK_LOCAL_IP", LOOPBACK)
+        # Python tasks run in this interpreter (its venv has numpy and pyarrow), not whatever
+        # `python3` comes first on the PATH.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         defaults.update(LOOPBACK_CONF)
     builder = SparkSession.builder.master(master).appName(app_name)
     for key, value in {**defaults, **conf}.items():
