@@ -82,6 +82,9 @@ class ServingRoutes:
         for field in ("user_id", "content_id"):
             if field not in body:
                 raise InvalidInput(f"the field {field!r} is required", error="missing_field")
+        if "event_id" in body and body["event_id"] is None:  # optional means left out, not null
+            raise InvalidInput("event_id must be a string when given; leave it out for none, not null",
+                               error="invalid_event_id")
         return self.service.record_watch(body["user_id"], body["content_id"], event_id=body.get("event_id"),
                                          k=_k(environ))
 
