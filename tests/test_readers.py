@@ -8,7 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from nextwatch.datasets.readers import Events, read_events, read_titles
+from nextwatch.datasets.readers import Events, read_events
+from nextwatch.datasets.title_readers import read_titles
 
 
 def write(tmp_path, name, text, encoding="utf-8"):

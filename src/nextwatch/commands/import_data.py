@@ -10,7 +10,8 @@ from .options import add_redis_option
 
 
 def add_parser(subparsers):
-    from ..datasets.readers import EVENT_FORMATS, TITLE_FORMATS
+    from ..datasets.readers import EVENT_FORMATS
+    from ..datasets.title_readers import TITLE_FORMATS
 
     parser = subparsers.add_parser(
         "import", help="import a data set (MovieLens, CSV, JSON Lines, Parquet, sequences)",

@@ -13,7 +13,8 @@ from typing import Callable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .readers import read_events, read_titles
+from .readers import read_events
+from .title_readers import read_titles
 
 ROW_GROUP = 1_000_000
 

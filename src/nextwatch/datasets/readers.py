@@ -1,4 +1,4 @@
-"""Readers that turn a data set file into watch events, or a title file into titles.
+"""Readers that turn a data set file into watch events (title files: ``title_readers.py``).
 
 Event formats (``EVENT_FORMATS``):
 
@@ -29,26 +29,17 @@ import io
 import json
 import math
 import os
-import re
 from array import array
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 
-__all__ = ["EVENT_FORMATS", "TITLE_FORMATS", "Events", "ReadResult", "TitlesResult", "read_events",
-           "read_titles"]
+from .lines import NumberedLines, Problems
+
+__all__ = ["EVENT_FORMATS", "Events", "ReadResult", "read_events"]
 
 EVENT_FORMATS = ("movielens-100k", "movielens-1m", "movielens-csv", "csv", "jsonl", "parquet", "sequences")
-TITLE_FORMATS = ("movielens-100k", "movielens-1m", "movielens-csv")
-MAX_PROBLEMS = 100
-# The genre flags of ml-100k's u.item, in column order (u.genre); "unknown" means none.
-ML100K_GENRES = ("unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
-                 "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi",
-                 "Thriller", "War", "Western")
-_TITLE_RULES = {"movielens-100k": "expected 24 '|'-separated fields: a content id, ..., 19 genre flags of 0 or 1",
-                "movielens-1m": "expected 3 '::'-separated fields: a content id, the title, the genres",
-                "movielens-csv": "expected 3 fields: a content id, the title, the genres"}
-_TITLE_YEAR = re.compile(r"^(.*?)\s*\((\d{4})\)\s*$")
+MAX_PROBLEMS = 100  # bad rows kept with their line numbers; the rest are only counted
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,13 +93,6 @@ class ReadResult:
         return f"{text} ({shown}{'; ...' if self.problem_count > 5 else ''})" if shown else text
 
 
-@dataclasses.dataclass(frozen=True)
-class TitlesResult:
-    titles: list[dict]  # {"content_id": str, "name": str, "genres": [str], "year": int | None}
-    problems: list[tuple[int, str]]
-    problem_count: int
-
-
 def read_events(path: str | os.PathLike, fmt: str, max_problems: int = MAX_PROBLEMS,
                 progress: Callable[[int, int], None] | None = None) -> ReadResult:
     """Read the events of a file in format ``fmt`` (one of ``EVENT_FORMATS``).
@@ -118,7 +102,7 @@ def read_events(path: str | os.PathLike, fmt: str, max_problems: int = MAX_PROBL
                "parquet": _read_parquet, "sequences": _read_sequences}
     if fmt not in readers:
         raise ValueError(f"event format must be one of {', '.join(EVENT_FORMATS)}, got {fmt!r}")
-    problems = _Problems(max_problems)
+    problems = Problems(max_problems)
     token = _PROGRESS.set(progress)
     try:
         events = readers[fmt](os.fspath(path), fmt, problems)
@@ -127,44 +111,8 @@ def read_events(path: str | os.PathLike, fmt: str, max_problems: int = MAX_PROBL
     return ReadResult(events, problems.kept, problems.count)
 
 
-def read_titles(path: str | os.PathLike, fmt: str, max_problems: int = MAX_PROBLEMS) -> TitlesResult:
-    """Read a MovieLens title file: u.item (``movielens-100k``), movies.dat (``movielens-1m``)
-    or movies.csv (``movielens-csv``). The year is taken off the end of the name."""
-    if fmt not in TITLE_FORMATS:
-        raise ValueError(f"title format must be one of {', '.join(TITLE_FORMATS)}, got {fmt!r}")
-    problems = _Problems(max_problems)
-    titles = []
-    encoding = "utf-8" if fmt == "movielens-csv" else "latin-1"
-    with open(path, encoding=encoding, errors="replace", newline="") as f:
-        lines = _NumberedLines(f)
-        if fmt == "movielens-csv":
-            rows = csv.reader(lines)
-            header = next(rows, None)
-            if header is None or header[:3] != ["movieId", "title", "genres"]:
-                raise ValueError(f"{path}: movies.csv must start with the header movieId,title,genres")
-        else:
-            rows = (line.rstrip("\r\n").split("|" if fmt == "movielens-100k" else "::") for line in lines)
-        for fields in rows:
-            if fields in ([], [""]):
-                continue
-            if fmt == "movielens-100k":
-                ok = len(fields) == 5 + len(ML100K_GENRES) and all(x in ("0", "1") for x in fields[5:])
-                genres = [g for g, flag in zip(ML100K_GENRES[1:], fields[6:]) if flag == "1"] if ok else []
-            else:
-                ok = len(fields) == 3
-                genres = [g for g in fields[2].split("|") if g and g != "(no genres listed)"] if ok else []
-            if not ok or not fields[0]:
-                problems.add(lines.number, _TITLE_RULES[fmt])
-                continue
-            name, year = _name_and_year(fields[1])
-            if year is None and fmt == "movielens-100k" and fields[2][-4:].isdigit():
-                year = int(fields[2][-4:])  # the release date, e.g. 01-Jan-1995
-            titles.append({"content_id": fields[0], "name": name, "genres": genres, "year": year})
-    return TitlesResult(titles, problems.kept, problems.count)
-
-
 # -- event formats ------------------------------------------------------------------------------
-def _read_movielens(path: str, fmt: str, problems: "_Problems") -> Events:
+def _read_movielens(path: str, fmt: str, problems: Problems) -> Events:
     events = _EventColumns()
     separator = {"movielens-100k": "\t", "movielens-1m": "::", "movielens-csv": ","}[fmt]
     columns = (0, 1, 3)
@@ -188,7 +136,7 @@ def _read_movielens(path: str, fmt: str, problems: "_Problems") -> Events:
     return events.build()
 
 
-def _read_sequences(path: str, fmt: str, problems: "_Problems") -> Events:
+def _read_sequences(path: str, fmt: str, problems: Problems) -> Events:
     events = _EventColumns()
     with _open(path) as f:
         for number, raw in enumerate(f, 1):
@@ -203,10 +151,10 @@ def _read_sequences(path: str, fmt: str, problems: "_Problems") -> Events:
     return events.build()
 
 
-def _read_csv(path: str, fmt: str, problems: "_Problems") -> Events:
+def _read_csv(path: str, fmt: str, problems: Problems) -> Events:
     events = _EventColumns(extras=True)
     with _open(path, encoding="utf-8", errors="replace", newline="") as f:
-        lines = _NumberedLines(f)
+        lines = NumberedLines(f)
         rows = csv.reader(lines)
         header = next(rows, [])
         missing = [name for name in ("user_id", "content_id", "timestamp") if name not in header]
@@ -224,7 +172,7 @@ def _read_csv(path: str, fmt: str, problems: "_Problems") -> Events:
     return events.build()
 
 
-def _read_jsonl(path: str, fmt: str, problems: "_Problems") -> Events:
+def _read_jsonl(path: str, fmt: str, problems: Problems) -> Events:
     events = _EventColumns(extras=True)
     with _open(path) as f:
         for number, raw in enumerate(f, 1):
@@ -249,7 +197,7 @@ def _read_jsonl(path: str, fmt: str, problems: "_Problems") -> Events:
     return events.build()
 
 
-def _read_parquet(path: str, fmt: str, problems: "_Problems") -> Events:
+def _read_parquet(path: str, fmt: str, problems: Problems) -> Events:
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -288,16 +236,6 @@ def _read_parquet(path: str, fmt: str, problems: "_Problems") -> Events:
 
 
 # -- helpers ------------------------------------------------------------------------------------
-class _Problems:
-    def __init__(self, limit: int):
-        self.limit, self.kept, self.count = limit, [], 0
-
-    def add(self, line: int, reason: str) -> None:
-        self.count += 1
-        if len(self.kept) < self.limit:
-            self.kept.append((line, reason))
-
-
 class _EventColumns:
     """Events appended one at a time into typed arrays, ids encoded by dictionaries."""
 
@@ -310,7 +248,7 @@ class _EventColumns:
         self.event_types: dict[str, int] = {}
         self.event_type_codes, self.progress = array("i"), array("d")
 
-    def add(self, line: int, problems: _Problems, user, content, stamp, event_type="", progress="") -> None:
+    def add(self, line: int, problems: Problems, user, content, stamp, event_type="", progress="") -> None:
         if not user or not content:
             problems.add(line, "user id and content id must not be empty")
             return
@@ -376,18 +314,6 @@ class _CountingReader(io.RawIOBase):
         super().close()
 
 
-class _NumberedLines:
-    """Lines of a text file that remember the number of the last one handed out (for the csv
-    module, whose records may span lines)."""
-
-    def __init__(self, f):
-        self.f, self.number = f, 0
-
-    def __iter__(self) -> Iterator[str]:
-        for self.number, line in enumerate(self.f, 1):
-            yield line
-
-
 def _number(value) -> float | None:
     try:
         number = float(value)
@@ -396,7 +322,7 @@ def _number(value) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _decoded(raw: bytes, number: int, problems: _Problems) -> str | None:
+def _decoded(raw: bytes, number: int, problems: Problems) -> str | None:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -411,11 +337,6 @@ def _json_text(value) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     return ""
-
-
-def _name_and_year(title: str) -> tuple[str, int | None]:
-    match = _TITLE_YEAR.match(title)
-    return (match.group(1), int(match.group(2))) if match else (title.strip(), None)
 
 
 def _encode(values) -> tuple[np.ndarray, np.ndarray]:
