@@ -110,7 +110,9 @@ class NextTitleModel:
 
     def recommend(self, history: np.ndarray, k: int) -> list[int]:
         """Top ``k`` title codes for a user, excluding titles in ``history``; popular titles
-        fill what the neighbours leave. Equal scores go to the more popular title."""
+        fill what the neighbours leave. The popularity term in every score puts the more popular
+        of two equally strong neighbours first; exactly equal scores go to the lower code, as in
+        evaluation."""
         history = np.asarray(history, dtype=np.int64)
         codes, scores = self.candidate_scores(history)
         if len(codes):
