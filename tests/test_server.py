@@ -51,3 +51,34 @@ def test_served_contract_over_http(api, store):
     bad = requests.post(f"{api}/watched", data="nope", headers={"Content-Type": "application/json"}, timeout=5)
     assert bad.status_code == 400 and bad.json()["error"] == "malformed_json"
     assert requests.get(f"{api}/readyz", timeout=5).status_code == 200
+
+
+def raw_exchange(base: str, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send ``request`` as it is (no client library tidying it up); status, headers, body."""
+    import socket
+
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as connection:
+        connection.sendall(request)
+        received = b""
+        while chunk := connection.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in header_lines)
+    return int(status_line.split()[1]), {k.lower(): v for k, v in headers.items()}, body
+
+
+@pytest.mark.parametrize("request_bytes, status, error", [
+    (b"GET /recommend/U1?k=" + b"1" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, "request_line_too_long"),
+    (b"GET /recommend/U1 HTTP/1.1\r\nHost: x\r\nBad Header Name: 1\r\n\r\n", 400, "malformed_request"),
+    (b"NOT A REQUEST\r\n\r\n", 400, "malformed_request"),
+])
+def test_requests_the_server_refuses_itself_get_json_errors(api, request_bytes, status, error):
+    import json
+
+    code, headers, body = raw_exchange(api, request_bytes)
+    assert code == status
+    assert headers["content-type"] == "application/json"
+    assert json.loads(body)["error"] == error
+    assert requests.get(f"{api}/healthz", timeout=5).status_code == 200  # and the workers serve on
