@@ -105,10 +105,12 @@ def test_lead_pairs_skip_repeats_and_stop_at_the_user_boundary():
 
 
 def test_spark_job_gives_the_kernels_table_across_partitions_and_chunks(spark, monkeypatch):
-    # Small chunks and several tasks: sums of one pair come from different tasks and chunks.
+    # Small chunks, small task limits and several tasks: the sums of one pair come from
+    # different tasks, chunks and hand-outs of one task.
     import nextwatch.training.neighbours as neighbours
 
     monkeypatch.setattr(neighbours, "PAIRS_PER_CHUNK", 50)
+    monkeypatch.setattr(neighbours, "PAIRS_PER_TASK", 200)  # tasks hand out partial sums too
     histories = random_histories(11, users=80, titles=30)
     rows = [(f"u{u}", int(title), float(t)) for u, titles in enumerate(histories) for t, title in enumerate(titles)]
     events = spark.createDataFrame(rows, "user_id string, code int, timestamp double").repartition(3)
@@ -121,3 +123,23 @@ def test_spark_job_gives_the_kernels_table_across_partitions_and_chunks(spark, m
     for i, (g, back, eta) in enumerate(points):
         assert_same_tables(as_rows(found, i), reference_table(histories, gammas[g], back, eta, 5, 10, 6))
     assert sequences.select(F.sum(F.size("titles"))).first()[0] == len(rows)
+
+
+def test_accumulator_hands_out_everything_once_and_bounds_what_it_holds():
+    rng = np.random.default_rng(5)
+    parts = [{"key": np.unique(rng.integers(0, 300, 80)), } for _ in range(12)]
+    for part in parts:
+        part["v"] = np.ones(len(part["key"]))
+    accumulator = pair_kernels.SumAccumulator(max_rows=100)
+    handed = []
+    for part in parts:
+        accumulator.add(part)
+        assert len(accumulator.merged["key"]) < 3 * 100  # never far past the limit
+        if accumulator.full:
+            handed.append(accumulator.take())
+    handed.append(accumulator.take())
+    assert accumulator.take() is None
+    total = pair_kernels.merge_sums(handed)
+    expected = pair_kernels.merge_sums(parts)
+    assert np.array_equal(total["key"], expected["key"]) and np.array_equal(total["v"], expected["v"])
+    assert len(handed) > 2

@@ -34,6 +34,10 @@ from . import pair_kernels
 
 # Pairs one task generates before it sums them: bounds a task's memory (about 40 bytes a pair).
 PAIRS_PER_CHUNK = 8_000_000
+# Distinct pairs a task sums before it sends them on (each row about 8 + 8 per value column
+# bytes): 20M covers every pair of a 5,000-title catalog in one go and keeps a task of a much
+# larger catalog within about 2 GB.
+PAIRS_PER_TASK = 20_000_000
 
 
 def ordered(events: DataFrame, order_column: str | None = None) -> DataFrame:
@@ -72,12 +76,18 @@ def pair_sums(sequences: DataFrame, gammas: Sequence[float], max_lead: int = 10,
     schema = pa.schema([("key", pa.int64())] + [(name, pa.float64()) for name in value_columns])
 
     def count(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        task_sums = pair_kernels.SumAccumulator()
+        task_sums = pair_kernels.SumAccumulator(PAIRS_PER_TASK)
+
+        def handed_out() -> Iterator[pa.RecordBatch]:
+            summed = task_sums.take()
+            if summed is not None:
+                yield from pa.Table.from_pydict(summed, schema=schema).to_batches(max_chunksize=1_000_000)
+
         for titles, offsets in _user_chunks(batches, max_lead, max_user_titles if with_cosine else 0):
             task_sums.add(pair_kernels.pair_sums(titles, offsets, gammas, max_lead, max_user_titles, with_cosine))
-        summed = task_sums.result()
-        if summed is not None:
-            yield from pa.Table.from_pydict(summed, schema=schema).to_batches(max_chunksize=1_000_000)
+            if task_sums.full:
+                yield from handed_out()
+        yield from handed_out()
 
     # As many tasks as cores: every task sends each of its pairs once, so fewer, larger tasks
     # shuffle fewer rows.

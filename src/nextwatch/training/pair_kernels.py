@@ -141,10 +141,13 @@ def merge_sums(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 
 class SumAccumulator:
     """Pair sums added up chunk by chunk inside one task, merged whenever the pending rows
-    outgrow the merged ones: memory stays about twice the task's distinct pairs, and each
-    pair leaves the task once."""
+    outgrow the merged ones, so that each pair leaves the task once. Past ``max_rows`` merged
+    pairs (a large catalog) the sums so far are handed out (:meth:`take`) and counting starts
+    afresh: a task's memory stays bounded, at the price of a pair leaving it more than once
+    (the ranking stage adds those rows up)."""
 
-    def __init__(self):
+    def __init__(self, max_rows: int):
+        self.max_rows = max_rows
         self.merged: dict[str, np.ndarray] | None = None
         self.pending: list[dict[str, np.ndarray]] = []
         self.pending_rows = 0
@@ -155,9 +158,15 @@ class SumAccumulator:
         if self.pending_rows > (len(self.merged["key"]) if self.merged else 0):
             self._merge()
 
-    def result(self) -> dict[str, np.ndarray] | None:
+    @property
+    def full(self) -> bool:
+        return self.merged is not None and len(self.merged["key"]) >= self.max_rows
+
+    def take(self) -> dict[str, np.ndarray] | None:
+        """Everything summed so far (None for nothing); the accumulator starts empty again."""
         self._merge()
-        return self.merged
+        taken, self.merged = self.merged, None
+        return taken
 
     def _merge(self) -> None:
         if self.pending:
