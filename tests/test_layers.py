@@ -9,7 +9,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "nextwatch"
 # third-party module -> the sub-package (or module) allowed to import it
 OWNERS = {"redis": {"store"}, "flask": {"api"}, "werkzeug": {"api"}, "pyspark": {"training"},
           "gunicorn": {"server.py"}}
-SERVING = {"api", "service.py", "store", "model", "server.py"}
+SERVING = {"api", "service.py", "catalog_service.py", "store", "model", "server.py"}
 
 
 def imports_of(path: Path) -> set[str]:
