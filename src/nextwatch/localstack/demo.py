@@ -65,16 +65,23 @@ def run_demo(settings: Settings, options: DemoOptions = DemoOptions()) -> int:
         if published and not options.retrain:
             print(f"model version {published} is already published (use --retrain to train again)")
         plan = _plan(layout, settings, options)
-        for part in plan.background:  # all at once: the JVMs take their time, in parallel
+        # The parts that listen on ports chosen above start first, all at once (the JVMs take
+        # their time, in parallel), and are waited for before the trainer and the archiver start:
+        # the trainer's Spark driver binds random ports of its own and could take a chosen one
+        # that nothing holds yet.
+        listening = [part for part in plan.background if part.ready is not None]
+        for part in listening:
             supervisor.start(part.name, part.command, part.env, log=part.log)
+        for part in listening:
+            supervisor.wait_ready(part.name, part.ready, part.ready_timeout)
+        for part in plan.background:
+            if part.ready is None:
+                supervisor.start(part.name, part.command, part.env, log=part.log)
         version = published
         if options.retrain or not published:
             version = _wait_for_first_model(settings, supervisor, layout, published, options.spark_cluster)
         api = plan.api
         supervisor.start(api.name, api.command, api.env, ready=api.ready, timeout=api.ready_timeout)
-        for part in plan.background:
-            if part.ready is not None:
-                supervisor.wait_ready(part.name, part.ready, part.ready_timeout)
         running = [*plan.background, api]
         print_summary(settings.port, running, plan.skipped, plan.dropped, supervisor.pids(), redis, version,
                       _api_keys_configured(settings))

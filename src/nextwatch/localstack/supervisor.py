@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import subprocess
@@ -16,7 +17,8 @@ def http_ok(url: str) -> Callable[[], bool]:
         try:
             with urllib.request.urlopen(url, timeout=1) as response:
                 return response.status == 200
-        except OSError:
+        except (OSError, http.client.HTTPException):
+            # HTTPException: something that is not an HTTP server answers on the port (yet).
             return False
 
     return check
