@@ -22,7 +22,7 @@ import nextwatch  # noqa: E402
 _tr = types.ModuleType("nextwatch.training")  # skip package __init__ (pulls pyspark); kernels are numpy only
 _tr.__path__ = [str(REPO / "src" / "nextwatch" / "training")]
 sys.modules["nextwatch.training"] = _tr
-from harness import Data, table_dense  # noqa: E402
+from harness import Data, history_scores, table_dense  # noqa: E402
 import sasrec  # noqa: E402
 
 torch.set_num_threads(1)
@@ -32,16 +32,7 @@ LAMS = [0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0]
 
 def table_block(N, d, hs, window=10, decay=0.6, pw=1e-3):
     """Exactly the harness scoring (before masking), float32."""
-    w = decay ** np.arange(window)
-    S = np.zeros((len(hs), d.n), dtype=np.float64)
-    for i in range(window):
-        users = np.array([u for u, h in enumerate(hs) if len(h) > i], dtype=np.int64)
-        if not len(users):
-            break
-        items = np.array([hs[u][-1 - i] for u in users], dtype=np.int64)
-        S[users] += w[i] * N[items]
-    S += pw * d.pop.astype(np.float64)
-    return S.astype(np.float32)
+    return (history_scores(N, hs, d.n, window, decay) + pw * d.pop.astype(np.float64)).astype(np.float32)
 
 
 def znorm(S, watched):

@@ -133,6 +133,19 @@ def topn_rows(M, top_n):
     return out
 
 
+def history_scores(N, hs, n, window=10, decay=0.6):
+    """sum_i decay^i N[h_i] over each history's last ``window`` titles, (len(hs), n) float64."""
+    w = decay ** np.arange(window)
+    S = np.zeros((len(hs), n), dtype=np.float64)
+    for i in range(window):
+        users = np.array([u for u, h in enumerate(hs) if len(h) > i], dtype=np.int64)
+        if not len(users):
+            break
+        items = np.array([hs[u][-1 - i] for u in users], dtype=np.int64)
+        S[users] += w[i] * N[items]
+    return S
+
+
 def evaluate(N, d: Data, window=10, decay=0.6, pw=1e-3, hist=None, targets=None, block=1024, extra=None,
              return_ranks=False, pop=None):
     """HR@10, NDCG@10 of scores = pw*pop + sum_i decay^i N[h_i] (last `window` titles).
@@ -141,18 +154,11 @@ def evaluate(N, d: Data, window=10, decay=0.6, pw=1e-3, hist=None, targets=None,
     targets = d.targets if targets is None else targets
     pop = d.pop if pop is None else pop
     n = d.n
-    w = decay ** np.arange(window)
     ranks = np.empty(len(targets), dtype=np.int64)
     for s in range(0, len(targets), block):
         hs = hist[s:s + block]
         B = len(hs)
-        S = np.zeros((B, n), dtype=np.float64)
-        for i in range(window):
-            users = np.array([u for u, h in enumerate(hs) if len(h) > i], dtype=np.int64)
-            if not len(users):
-                break
-            items = np.array([hs[u][-1 - i] for u in users], dtype=np.int64)
-            S[users] += w[i] * N[items]
+        S = history_scores(N, hs, n, window, decay)
         if extra is not None:
             S += extra(hs)
         S += pw * pop.astype(np.float64)
