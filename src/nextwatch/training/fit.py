@@ -115,7 +115,7 @@ def fit_next_title(spark: SparkSession, events: DataFrame, titles: TitleCodes | 
     coded = _with_codes(spark, events, titles, order_column)
     if params is not None or base.model == "transitions":
         chosen = params or base
-        model, n_events = _build(coded, chosen, title_count, order_column)
+        model, n_events = _build(coded, chosen, _popularity(coded, title_count), order_column)
         return model, FitReport(chosen, None, [], n_events, time.monotonic() - started)
 
     if tune_on is not None:
@@ -124,7 +124,8 @@ def fit_next_title(spark: SparkSession, events: DataFrame, titles: TitleCodes | 
                                                         np.asarray(targets), keep_model=True)
     else:
         with _timed("holdout split"):
-            sample = _user_sample(coded, tuning_events, seed)
+            counted = _popularity(coded, title_count)  # the final build's, and the sample's total
+            sample = _user_sample(coded, counted[1], tuning_events, seed)
             positioned, train_part, histories, targets = _inner_holdout(sample, order_column, holdout_users, seed)
         try:
             if len(targets):
@@ -134,7 +135,7 @@ def fit_next_title(spark: SparkSession, events: DataFrame, titles: TitleCodes | 
                 chosen, tried, holdout = base, [], None
         finally:
             positioned.unpersist()
-        model, n_events = _build(coded, chosen, title_count, order_column)
+        model, n_events = _build(coded, chosen, counted, order_column)
     return model, FitReport(chosen, holdout, tried, n_events, time.monotonic() - started)
 
 
@@ -176,8 +177,11 @@ def _model(popularity: np.ndarray, table: pa.Table, params: FitParams, source: s
                           popularity_weight=params.popularity_weight, params=params.recorded())
 
 
-def _build(coded: DataFrame, params: FitParams, title_count: int, order_column: str | None) -> tuple[NextTitleModel, int]:
-    popularity, n_events = _popularity(coded, title_count)
+def _build(coded: DataFrame, params: FitParams, counted: tuple[np.ndarray, int],
+           order_column: str | None) -> tuple[NextTitleModel, int]:
+    """The model of ``params`` from ``coded``, whose ``_popularity`` is ``counted``."""
+    popularity, n_events = counted
+    title_count = len(popularity)
     if params.model == "transitions":
         table = next_title_candidates(coded.withColumnRenamed("code", "content_id"), params.top_n,
                                       order_column=order_column).toArrow()
@@ -228,10 +232,10 @@ def _tune(coded: DataFrame, base: FitParams, grid: Sequence[dict], title_count: 
     return best_model, best[0], tried, holdout, n_events
 
 
-def _user_sample(coded: DataFrame, max_events: int, seed: int) -> DataFrame:
-    """The events of a seeded sample of users holding about ``max_events`` events (all of them
-    when there are no more). Whole users, so every sampled history stays complete."""
-    total = coded.count()
+def _user_sample(coded: DataFrame, total: int, max_events: int, seed: int) -> DataFrame:
+    """The events (``total`` of them) of a seeded sample of users holding about ``max_events``
+    events (all of them when there are no more). Whole users, so every sampled history stays
+    complete."""
     if total <= max_events:
         return coded
     buckets = 1_000_000
