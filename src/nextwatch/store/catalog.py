@@ -70,8 +70,7 @@ class CatalogStore:
 
     @translate_failures
     def info(self, content_id: str) -> dict | None:
-        raw = self.client.hget(self.keys.title_info, content_id)
-        return json.loads(raw) if raw else None
+        return _parse_info(self.client.hget(self.keys.title_info, content_id))
 
     @translate_failures
     def first_title(self) -> str | None:
