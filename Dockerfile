@@ -39,7 +39,10 @@ RUN python -m venv "$VIRTUAL_ENV" \
  && python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
       > /tmp/requirements.txt \
  && pip install -c constraints.txt -r /tmp/requirements.txt \
- && rm /tmp/requirements.txt
+ && rm /tmp/requirements.txt \
+ && pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
+# PyTorch (the `sequence` extra) trains the sequence model; its CPU build, from PyTorch's own
+# index, is a tenth of the default download, which carries CUDA libraries nothing here uses.
 
 # Notebooks: the project plus JupyterLab and matplotlib.
 FROM deps AS jupyter

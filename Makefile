@@ -37,11 +37,11 @@ $(VENV)/.venv-created:
 	touch $@
 
 $(VENV)/.installed: $(VENV)/.venv-created pyproject.toml constraints.txt
-	$(BIN)/pip install -q -c constraints.txt -e .
+	$(BIN)/pip install -q -c constraints.txt -e '.[sequence]'
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[test,sequence]'
 	touch $@
 
 clean:

@@ -13,6 +13,9 @@ from nextwatch.settings import Settings
 
 # Spark must stay on loopback: left alone it binds to the machine's outside address.
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+# Training takes the table alone unless a test asks for the sequence model (test_sequence_model,
+# test_sequence_training): minutes of PyTorch on every small training run would buy nothing.
+os.environ.setdefault("NEXTWATCH_SEQUENCE_MODEL", "off")
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +35,8 @@ def private_redis(tmp_path):
 
 @pytest.fixture
 def settings(redis_server) -> Settings:
-    return Settings(redis_url=redis_server.url, key_prefix="nwtest", history_length=50, cache_top_k=10)
+    return Settings(redis_url=redis_server.url, key_prefix="nwtest", history_length=50, cache_top_k=10,
+                    sequence_model="off")
 
 
 @pytest.fixture

@@ -34,7 +34,8 @@ class Keys:
     # -- global --------------------------------------------------------------------------------
     @property
     def event_log(self) -> str:
-        """Redis Stream of accepted watch events, capped in length; the archiver drains it."""
+        """Redis Stream of accepted watch events, capped in length; the archiver and the refiner
+        read it, each as its own consumer group."""
         return f"{self.prefix}:events"
 
     @property

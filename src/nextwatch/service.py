@@ -112,7 +112,9 @@ class RecommendationService:
         if previous is not None and code in previous.codes[: self.settings.cache_top_k]:
             metrics.prediction_hits.inc()
         wanted = max(self.settings.cache_top_k, k or 0)
-        codes, source = self._predict(recorded.history, recorded.model_version, wanted)
+        # The table's answer: the sequence model's blend is computed off this path, by the
+        # refiner, which overwrites this cache entry when it is still current.
+        codes, source = self._predict(recorded.history, recorded.model_version, wanted, with_sequence=False)
         answer = self._watch_answer(user_id, content_id, recorded.model_version, codes, source, k)
         if source != "model":
             metrics.fallbacks_used.labels(step=source).inc()
@@ -145,7 +147,7 @@ class RecommendationService:
                                 headers={"Retry-After": "1"})
         metrics.duplicate_events.inc()
         codes, source = self._predict(pending.history, pending.model_version,
-                                      max(self.settings.cache_top_k, k or 0))
+                                      max(self.settings.cache_top_k, k or 0), with_sequence=False)
         watched = self.titles.ids_for(pending.history[-1:])[0]
         answer = self._watch_answer(user_id, watched, pending.model_version, codes, source, k)
         try:
@@ -188,13 +190,15 @@ class RecommendationService:
         except StoreUnavailable:
             log.warning("Redis went away after the request's first round trip: prediction not cached")
 
-    def _predict(self, history: np.ndarray, version: int, k: int) -> tuple[list[int], str]:
+    def _predict(self, history: np.ndarray, version: int, k: int,
+                 with_sequence: bool = True) -> tuple[list[int], str]:
         """The fallback chain, one visible step each: the model for a user with history, then
-        popular titles the user has not watched, then the catalog's first title."""
+        popular titles the user has not watched, then the catalog's first title.
+        ``with_sequence=False``: the table alone, also when the model has a sequence part."""
         model = self.loaded.for_version(version)
         if model is not None:
             if len(history):
-                return model.recommend(history, k), "model"
+                return model.recommend(history, k, with_sequence=with_sequence), "model"
             return model.popular(k, exclude=history), "popular"
         if not self.titles.ids:
             self.titles.refresh()

@@ -61,6 +61,15 @@ def _http_url(raw: str) -> str:
     return raw.rstrip("/")
 
 
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}, got {raw!r}")
+        return raw
+
+    return parse
+
+
 def _text(raw: str) -> str:
     if not raw:
         raise ValueError("must not be empty")
@@ -90,6 +99,9 @@ class Settings:
     rate_limit: float = 0.0  # requests per second per API key; 0: no limit
     rate_limit_burst: float | None = None  # None: twice the rate
     api_url: str = "http://127.0.0.1:5000"  # where clients (the notebook) reach a running API
+    sequence_model: str = "auto"  # train the sequence model: auto (when PyTorch is installed) or off
+    sequence_minutes: float = 20.0  # time budget of the sequence model in one training run
+    refine_batch: int = 500  # event log entries per batch of `nextwatch refine`
 
     @property
     def rate_limit_capacity(self) -> float:
@@ -126,6 +138,12 @@ SETTINGS_SPEC: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "rate_limit_burst": ("RATE_LIMIT_BURST", _number(float, 1, 10_000_000, unit=" requests"),
                          "requests an API key may make at once (default twice the rate)"),
     "api_url": ("API_URL", _http_url, "base URL of a running API, for clients such as notebooks/explore.ipynb"),
+    "sequence_model": ("SEQUENCE_MODEL", _choice("auto", "off"),
+                       "train the sequence model beside the table: auto (when PyTorch is installed) or off"),
+    "sequence_minutes": ("SEQUENCE_MINUTES", _number(float, 0.1, 24 * 60, unit=" minutes"),
+                         "time budget of the sequence model in one training run (both of its fits)"),
+    "refine_batch": ("REFINE_BATCH", _integer(1, 100_000),
+                     "event log entries the refiner reads per batch (each user scored once per batch)"),
 }
 
 

@@ -11,6 +11,7 @@ with ``NextTitleModel.dense_scores``, the scorer serving uses.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -37,6 +38,8 @@ def run(args) -> int:
     if not os.path.exists(args.dataset):
         print(f"nextwatch evaluate: {args.dataset} does not exist", file=sys.stderr)
         return 2
+    # Progress (stage times, the sequence model's epochs) on stderr; the result on stdout.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     result = evaluate(args.dataset, args.fmt, args.spark_master)
     print(json.dumps(result, sort_keys=True) if args.json else table(result), flush=True)
     return 0
@@ -49,9 +52,12 @@ def evaluate(path: str, fmt: str, spark_master: str = "local[2]") -> dict:
 
     from ..datasets.readers import read_events
     from ..evaluation import decayed_transition_model, evaluate_scorer, leave_last_out, popularity_model
+    from ..settings import load_settings
     from ..training.fit import fit_next_title
+    from ..training.sequence import options_from as sequence_options
     from ..training.spark import spark_session
 
+    sequence = sequence_options(load_settings())
     started = time.monotonic()
     split = leave_last_out(read_events(path, fmt).events)
     n_items = split.n_items
@@ -79,10 +85,11 @@ def evaluate(path: str, fmt: str, spark_master: str = "local[2]") -> dict:
                                                               os.path.join(scratch, "test.parquet"), pa, pq, np))
             tuning_started = time.monotonic()
             _, tuning = fit_next_title(spark, validation_events, n_items,
-                                       tune_on=(split.validation_histories, split.validation_targets))
+                                       tune_on=(split.validation_histories, split.validation_targets),
+                                       sequence=sequence)
             timing["tuning_seconds"] = time.monotonic() - tuning_started
             final_started = time.monotonic()
-            model, _ = fit_next_title(spark, test_events, n_items, params=tuning.params)
+            model, _ = fit_next_title(spark, test_events, n_items, params=tuning.params, sequence=sequence)
             timing["final_fit_seconds"] = time.monotonic() - final_started
     finally:
         spark.stop()
@@ -101,8 +108,9 @@ def evaluate(path: str, fmt: str, spark_master: str = "local[2]") -> dict:
         "parameters": {"model": params.model, "gamma": params.gamma, "back": params.back, "eta": params.eta,
                        "max_lead": params.max_lead, "max_user_titles": params.max_user_titles,
                        "top_n": params.top_n, "window": params.window, "decay": params.decay,
-                       "popularity_weight": params.popularity_weight},
-        "validation": {"chosen": tuning.holdout, "grid": tuning.grid},
+                       "popularity_weight": params.popularity_weight, "sequence_weight": params.sequence_weight,
+                       "sequence_epochs": params.sequence_epochs},
+        "validation": {"chosen": tuning.holdout, "grid": tuning.grid, "sequence": tuning.sequence},
         "timing": {name: round(value, 2) for name, value in timing.items()},
     }
 
@@ -121,6 +129,17 @@ def _write_histories(histories, path, pa, pq, np) -> str:
     return path
 
 
+def _sequence_line(result: dict) -> str:
+    tuned = result["validation"].get("sequence")
+    if tuned is None:
+        return "sequence model: not trained (NEXTWATCH_SEQUENCE_MODEL=off, or PyTorch not installed)"
+    p = result["parameters"]
+    by_weight = " ".join(f"{w['weight']:g}:{w['ndcg@10']:.4f}" for w in tuned["weights"])
+    return (f"sequence model: weight {p['sequence_weight']:g}, {p['sequence_epochs']} epochs (best of "
+            f"{tuned['epochs']} on validation, stopped by {tuned['stopped_by']}); validation ndcg@10 by weight: "
+            f"{by_weight}")
+
+
 def table(result: dict) -> str:
     rows = [("model (Spark, tuned)", result["model"]), ("decayed transitions", result["decayed_transitions"]),
             ("popularity", result["popularity"])]
@@ -135,5 +154,6 @@ def table(result: dict) -> str:
                   f"(validation hr@10={chosen.get('hr@10', float('nan')):.4f} "
                   f"ndcg@10={chosen.get('ndcg@10', float('nan')):.4f}); window={p['window']} decay={p['decay']} "
                   f"top_n={p['top_n']} popularity_weight={p['popularity_weight']}",
+              _sequence_line(result),
               "timing: " + ", ".join(f"{k.replace('_seconds', '')} {v:.1f} s" for k, v in result["timing"].items())]
     return "\n".join(lines)

@@ -111,12 +111,23 @@ def archiver(layout: Layout) -> Part:
                 {"NEXTWATCH_REDIS_URL": layout.redis_url}, log=layout.logs / "archiver.log")
 
 
+def refiner(layout: Layout) -> Part:
+    return Part("refiner", _nextwatch("refine"), {"NEXTWATCH_REDIS_URL": layout.redis_url},
+                log=layout.logs / "refiner.log")
+
+
+DEMO_SEQUENCE_MINUTES = "4"
+
+
 def trainer(layout: Layout, every: str, spark_master: str) -> Part:
     # The compose trainer's flags, plus the generated watch history: the archive only holds
     # what was watched through the API, and the history is most of the demo's data.
     command = _nextwatch("train", "--every", every, "--spark-master", spark_master,
                          "--events", str(layout.demo_events), "--events", str(layout.archive_dir))
-    return Part("trainer", command, {"NEXTWATCH_REDIS_URL": layout.redis_url, "SPARK_LOCAL_IP": LOOPBACK},
+    # A short sequence-model budget, so that the first model is up within minutes of the start.
+    budget = os.environ.get("NEXTWATCH_SEQUENCE_MINUTES") or DEMO_SEQUENCE_MINUTES
+    return Part("trainer", command, {"NEXTWATCH_REDIS_URL": layout.redis_url, "SPARK_LOCAL_IP": LOOPBACK,
+                                     "NEXTWATCH_SEQUENCE_MINUTES": budget},
                 log=layout.logs / "trainer.log")
 
 

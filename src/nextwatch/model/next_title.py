@@ -10,6 +10,15 @@ A user's next title is scored as
 Titles the user has already watched are excluded; when the neighbours do not fill the list,
 popular titles do. Training decides what the neighbour table holds (transition counts over
 one or more steps, co-watch similarity, ...) and the weights; the scorer does not care.
+
+A model may also carry a sequence model (``sequence.py``) and its weight λ, chosen on a holdout
+by training. Its scores are then blended with the table's over the titles the user has not
+watched, each standardised per user (z = (s - mean) / std over those titles):
+
+    blended(t) = z_table(t) + λ * z_sequence(t)
+
+``recommend(..., with_sequence=False)`` skips the network: the cheap table answer that the
+request path gives while the refiner (``refining/``) computes the blended one off that path.
 """
 
 from __future__ import annotations
@@ -19,6 +28,9 @@ import json
 
 import numpy as np
 
+from .sequence import SequenceModel
+
+SEQUENCE_PREFIX = "sequence."  # payload arrays of the sequence model
 ARRAY_TYPES = {
     "popularity": np.float32,
     "neighbour_offsets": np.int64,
@@ -50,6 +62,8 @@ class NextTitleModel:
         version: int = 0,
         trained_at: float = 0.0,
         params: dict | None = None,
+        sequence: SequenceModel | None = None,
+        sequence_weight: float = 0.0,
     ):
         self.popularity = np.asarray(popularity, dtype=np.float32)
         self.neighbour_offsets = np.asarray(neighbour_offsets, dtype=np.int64)
@@ -65,6 +79,10 @@ class NextTitleModel:
         self.version = int(version)
         self.trained_at = float(trained_at)
         self.params = dict(params or {})
+        if sequence is not None and sequence.title_count != self.title_count:
+            raise ValueError(f"the sequence model knows {sequence.title_count} titles, the table {self.title_count}")
+        self.sequence = sequence if sequence is not None and sequence_weight > 0 else None
+        self.sequence_weight = float(sequence_weight) if self.sequence is not None else 0.0
         # Most popular first; ties broken by the lower code so the fallback is deterministic.
         self.popular_order = np.lexsort((np.arange(len(self.popularity)), -self.popularity)).astype(np.int32)
 
@@ -100,20 +118,34 @@ class NextTitleModel:
         summed += self.popularity_weight * self.popularity[unique_codes]
         return unique_codes.astype(np.int32), summed.astype(np.float32)
 
-    def dense_scores(self, history: np.ndarray) -> np.ndarray:
-        """Scores for every title, as full-ranking evaluation needs: the same candidate
-        scores, with every other title scored by popularity alone."""
+    @property
+    def has_sequence(self) -> bool:
+        return self.sequence is not None
+
+    def table_scores(self, history: np.ndarray) -> np.ndarray:
+        """The table's scores for every title: the candidate scores, with every other title
+        scored by popularity alone."""
         scores = self.popularity_weight * self.popularity.copy()
         codes, candidate = self.candidate_scores(history)
         scores[codes] = candidate
         return scores
 
-    def recommend(self, history: np.ndarray, k: int) -> list[int]:
+    def dense_scores(self, history: np.ndarray) -> np.ndarray:
+        """Scores for every title, as full-ranking evaluation needs: what ``recommend`` ranks."""
+        table = self.table_scores(history)
+        if self.sequence is None:
+            return table
+        return blend(table, self.sequence.scores(history), unwatched_mask(history, self.title_count),
+                     self.sequence_weight)
+
+    def recommend(self, history: np.ndarray, k: int, with_sequence: bool = True) -> list[int]:
         """Top ``k`` title codes for a user, excluding titles in ``history``; popular titles
         fill what the neighbours leave. The popularity term in every score puts the more popular
         of two equally strong neighbours first; exactly equal scores go to the lower code, as in
-        evaluation."""
+        evaluation. With a sequence model (and ``with_sequence``), the blended scores rank."""
         history = np.asarray(history, dtype=np.int64)
+        if with_sequence and self.sequence is not None:
+            return self._recommend_blended(history, k)
         codes, scores = self.candidate_scores(history)
         if len(codes):
             unwatched = ~_contains(np.sort(history), codes)
@@ -125,6 +157,18 @@ class NextTitleModel:
         if len(chosen) < k:
             chosen.extend(self.popular(k - len(chosen), exclude=np.concatenate([history, chosen])))
         return chosen
+
+    def _recommend_blended(self, history: np.ndarray, k: int) -> list[int]:
+        scores = self.dense_scores(history)
+        known = history[(history >= 0) & (history < self.title_count)]
+        scores[known] = -np.inf
+        k = min(k, self.title_count - len(np.unique(known)))
+        if k <= 0:
+            return []
+        top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+        # Equal scores at the cut: take every title tied with the k-th, then order by code.
+        top = np.flatnonzero(scores >= scores[top].min())
+        return top[np.lexsort((top, -scores[top]))][:k].astype(int).tolist()
 
     def popular(self, k: int, exclude: np.ndarray | None = None) -> list[int]:
         """The ``k`` most popular titles not in ``exclude``."""
@@ -151,12 +195,25 @@ class NextTitleModel:
             "popularity_weight": repr(self.popularity_weight),
             "params": json.dumps(self.params, sort_keys=True),
         }
+        if self.sequence is not None:
+            sequence_arrays, sequence_meta = self.sequence.to_payload()
+            arrays.update({SEQUENCE_PREFIX + name: data for name, data in sequence_arrays.items()})
+            meta.update({SEQUENCE_PREFIX + name: value for name, value in sequence_meta.items()})
+            meta["sequence_weight"] = repr(self.sequence_weight)
         return arrays, meta
 
     @classmethod
     def from_payload(cls, arrays: dict[str, bytes], meta: dict[str, str]) -> "NextTitleModel":
         loaded = {name: np.frombuffer(arrays[name], dtype=dtype) for name, dtype in ARRAY_TYPES.items()}
+        sequence = None
+        if "sequence_weight" in meta:
+            cut = len(SEQUENCE_PREFIX)
+            sequence = SequenceModel.from_payload(
+                {name[cut:]: data for name, data in arrays.items() if name.startswith(SEQUENCE_PREFIX)},
+                {name[cut:]: value for name, value in meta.items() if name.startswith(SEQUENCE_PREFIX)})
         return cls(
+            sequence=sequence,
+            sequence_weight=float(meta.get("sequence_weight", 0.0)),
             **loaded,
             weights=PositionWeights(int(meta["window"]), float(meta["decay"])),
             popularity_weight=float(meta["popularity_weight"]),
@@ -182,6 +239,27 @@ class NextTitleModel:
             for j, (target, score) in enumerate(row):
                 codes[start + j], scores[start + j] = target, score
         return cls(popularity, offsets, codes, scores, **options)
+
+
+def unwatched_mask(history: np.ndarray, title_count: int) -> np.ndarray:
+    """True for every title not in ``history`` (codes outside the catalog are ignored)."""
+    mask = np.ones(title_count, dtype=bool)
+    history = np.asarray(history, dtype=np.int64)
+    mask[history[(history >= 0) & (history < title_count)]] = False
+    return mask
+
+
+def standardised(scores: np.ndarray, over: np.ndarray) -> np.ndarray:
+    """(scores - mean) / std, both taken over the titles where ``over`` is True."""
+    scores = np.asarray(scores, dtype=np.float64)
+    chosen = scores[over] if over.any() else scores
+    spread = chosen.std()
+    return (scores - chosen.mean()) / (spread if spread > 1e-12 else 1.0)
+
+
+def blend(table: np.ndarray, sequence: np.ndarray, unwatched: np.ndarray, weight: float) -> np.ndarray:
+    """z_table + weight * z_sequence, standardised over the ``unwatched`` titles."""
+    return standardised(table, unwatched) + weight * standardised(sequence, unwatched)
 
 
 def _contains(sorted_values: np.ndarray, candidates: np.ndarray) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Reading the event log as a consumer group: the Redis side of `nextwatch archive`.
+"""Reading the event log as a consumer group: the Redis side of `nextwatch archive` and
+`nextwatch refine`.
 
 Every call returns plain Python data (stream ids as text, events as dicts shaped like
 ``EventLog.read_all``'s), so the archiver above never sees a redis type. A Redis that cannot be
@@ -79,7 +80,9 @@ def _event(stream_id: str, fields: dict | None) -> dict | None:
 
 
 def _no_group(problem: redis.ResponseError) -> bool:
-    return str(problem).startswith("NOGROUP")
+    # NOGROUP: the next read after the group or stream went. UNBLOCKED: a read blocked at that
+    # moment (Redis 7 ends it with "UNBLOCKED the stream key no longer exists").
+    return str(problem).startswith(("NOGROUP", "UNBLOCKED"))
 
 
 class EventConsumer:

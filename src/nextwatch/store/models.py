@@ -17,7 +17,7 @@ from ..keys import Keys
 from ..model import NextTitleModel
 from .connection import translate_failures
 
-ARRAY_NAMES = ("popularity", "neighbour_offsets", "neighbour_codes", "neighbour_scores")
+CHUNKS = "chunks:"  # metadata field per array: how many keys hold it
 CHUNK_BYTES = 64 * 1024 * 1024  # Redis strings may hold 512 MiB; smaller pieces stream better.
 
 
@@ -42,7 +42,7 @@ class ModelStore:
         pipe = self.client.pipeline(transaction=False)
         for name, data in arrays.items():
             chunks = [data[i : i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)] or [b""]
-            meta[f"chunks:{name}"] = str(len(chunks))
+            meta[CHUNKS + name] = str(len(chunks))
             for index, chunk in enumerate(chunks):
                 pipe.set(self.keys.model_array(version, f"{name}:{index}"), chunk)
         pipe.hset(self.keys.model_meta(version), mapping=meta)
@@ -94,11 +94,13 @@ class ModelStore:
         meta = self.metadata(version)
         if not meta:
             return None
-        names = [(name, i) for name in ARRAY_NAMES for i in range(int(meta[f"chunks:{name}"]))]
+        # The arrays are whatever the version was published with (a sequence model adds some).
+        array_names = [field[len(CHUNKS):] for field in meta if field.startswith(CHUNKS)]
+        names = [(name, i) for name in array_names for i in range(int(meta[CHUNKS + name]))]
         values = self.client.mget([self.keys.model_array(version, f"{n}:{i}") for n, i in names])
         if any(v is None for v in values):
             return None
-        arrays = {name: b"".join(v for (n, _), v in zip(names, values) if n == name) for name in ARRAY_NAMES}
+        arrays = {name: b"".join(v for (n, _), v in zip(names, values) if n == name) for name in array_names}
         return NextTitleModel.from_payload(arrays, meta)
 
     @translate_failures

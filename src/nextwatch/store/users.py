@@ -12,8 +12,11 @@ codes keep a 50-title history in ~200 bytes, a third of the same history as a li
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 import importlib.resources
 import zlib
+from typing import Sequence
 
 import numpy as np
 import redis
@@ -94,8 +97,25 @@ class RecordedWatch:
     stream_id: str | None
 
 
+@dataclasses.dataclass(frozen=True)
+class RefinedPrediction:
+    """A prediction computed off the request path (by the refiner), with the history it was
+    computed from: it is cached only while that history is still the user's."""
+
+    user_id: str
+    history: np.ndarray
+    codes: list[int]
+
+
 def _version(raw) -> int:
     return int(raw) if raw else 0
+
+
+@functools.cache
+def _refine_script() -> tuple[str, str]:
+    """refine.lua's source and SHA-1, for EVALSHA in a pipeline."""
+    source = importlib.resources.files(__package__).joinpath("refine.lua").read_text()
+    return source, hashlib.sha1(source.encode()).hexdigest()
 
 
 class UserStore:
@@ -170,3 +190,44 @@ class UserStore:
     def save_answer(self, user_id: str, event_id: str, body: bytes) -> None:
         """The answer to an event id, for its later retries (see ``save_prediction``)."""
         self.client.set(self.keys.event_id(user_id, event_id), body, ex=self.settings.event_id_ttl_seconds)
+
+    @translate_failures
+    def histories(self, user_ids: Sequence[str]) -> tuple[int, list[np.ndarray]]:
+        """One round trip: the current model version and each user's history (empty if none)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(self.keys.current_model)
+        for user_id in user_ids:
+            pipe.get(self.keys.history(user_id))
+        version, *histories = pipe.execute()
+        return _version(version), [decode_codes(raw) for raw in histories]
+
+    @translate_failures
+    def save_refined(self, model_version: int, refined: Sequence[RefinedPrediction]) -> list[bool]:
+        """One round trip (a pipeline of refine.lua calls): cache each prediction with
+        ``save_prediction``'s TTL, but only where the user's history is still exactly the one it
+        was computed from and ``model_version`` is still the current model. True where written;
+        False where a newer watch or model came first (its entry is left as it is)."""
+        if not refined:
+            return []
+        replies = self._run_refine_script(model_version, refined)
+        if any(isinstance(reply, redis.exceptions.NoScriptError) for reply in replies):
+            # A restarted or flushed Redis forgot the script. Running every call again is safe:
+            # each one checks before it writes.
+            self.client.script_load(_refine_script()[0])
+            replies = self._run_refine_script(model_version, refined)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return [int(reply) == 1 for reply in replies]
+
+    def _run_refine_script(self, model_version: int, refined: Sequence[RefinedPrediction]) -> list:
+        sha = _refine_script()[1]
+        pipe = self.client.pipeline(transaction=False)
+        for prediction in refined:
+            history = np.asarray(prediction.history, dtype=CODE)
+            keys = [self.keys.history(prediction.user_id), self.keys.prediction(prediction.user_id),
+                    self.keys.current_model]
+            args = [history.tobytes(), model_version,
+                    CachedPrediction.encode(model_version, history, prediction.codes), self.settings.cache_ttl_seconds]
+            pipe.evalsha(sha, len(keys), *keys, *args)
+        return pipe.execute(raise_on_error=False)

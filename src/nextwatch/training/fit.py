@@ -11,6 +11,12 @@ Two variants behind one name (``FitParams.model``):
   events. Beyond ``TUNING_EVENTS`` events, the holdout comes from a sample of users.
 - ``"transitions"``: P(next | title) over consecutive events (``transitions.py``), the
   original model, kept selectable.
+
+With ``sequence`` options (and PyTorch), a sequence model (``sequence.py``) is trained beside the
+neighbour table: first on the tuning events, keeping its best epoch on the holdout, where its
+blend weight λ is chosen from ``SEQUENCE_WEIGHTS`` (0 keeps the table alone); then, when λ > 0,
+again on all the events for that many epochs. ``FitParams`` records λ and the epochs, so a fit
+with given params (``evaluate``'s final one) trains the same way without a holdout.
 """
 
 from __future__ import annotations
@@ -27,9 +33,11 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from ..evaluation.metrics import evaluate_scorer
+from ..evaluation.metrics import evaluate_scorer, rank_block, summarise
 from ..model import NextTitleModel, PositionWeights
+from ..model.next_title import blend, unwatched_mask
 from .neighbours import audiences, ordered, pair_sums, ranked_neighbours, user_sequences
+from .sequence import SequenceOptions, train_sequence_model
 from .transitions import next_title_candidates
 
 log = logging.getLogger(__name__)
@@ -42,6 +50,8 @@ HOLDOUT_USERS = 10_000  # users sampled for the inner holdout
 # sample of users holding about this many events; only the final build grows with the data.
 TUNING_EVENTS = 2_000_000
 MIN_HOLDOUT_EVENTS = 3
+# λ of z(table) + λ z(sequence): 0 is the table alone; the largest leave the table to break ties.
+SEQUENCE_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +66,8 @@ class FitParams:
     window: int = 10
     decay: float = 0.6
     popularity_weight: float = 1e-3
+    sequence_weight: float = 0.0  # λ of the sequence model's blend (0: the table alone)
+    sequence_epochs: int = 0  # epochs the sequence model trains on all the events
 
     def __post_init__(self):
         if self.model not in MODELS:
@@ -92,13 +104,14 @@ class FitReport:
     grid: list[dict]  # every tried point with its metrics
     events: int  # events the returned model was built from
     seconds: float
+    sequence: dict | None = None  # the sequence model's tuning: epochs, holdout curve, λ tried
 
 
 def fit_next_title(spark: SparkSession, events: DataFrame, titles: TitleCodes | int,
                    params: FitParams | None = None, tune_on: tuple[Sequence[np.ndarray], np.ndarray] | None = None,
                    grid: Sequence[dict] = GRID, order_column: str | None = None, base: FitParams = FitParams(),
                    holdout_users: int = HOLDOUT_USERS, tuning_events: int = TUNING_EVENTS,
-                   seed: int = 0) -> tuple[NextTitleModel, FitReport]:
+                   seed: int = 0, sequence: SequenceOptions | None = None) -> tuple[NextTitleModel, FitReport]:
     """Build a model from ``events`` (``user_id``, ``content_id`` or ``code``, ``timestamp``,
     optionally ``order_column`` for timestamp ties).
 
@@ -108,7 +121,7 @@ def fit_next_title(spark: SparkSession, events: DataFrame, titles: TitleCodes | 
     (histories, targets as title codes; the model is built from all ``events``) or else on an
     inner holdout of each user's last event (the final model is then rebuilt from all events);
     beyond ``tuning_events`` events the holdout is taken from a seeded sample of users with
-    about that many events.
+    about that many events. ``sequence``: also train the sequence model (module docstring).
     """
     started = time.monotonic()
     title_count = titles if isinstance(titles, int) else titles.title_count
@@ -116,12 +129,20 @@ def fit_next_title(spark: SparkSession, events: DataFrame, titles: TitleCodes | 
     if params is not None or base.model == "transitions":
         chosen = params or base
         model, n_events = _build(coded, chosen, _popularity(coded, title_count), order_column)
+        if sequence is not None and chosen.sequence_weight > 0:
+            model = _with_sequence(model, coded, order_column, chosen, sequence)
         return model, FitReport(chosen, None, [], n_events, time.monotonic() - started)
 
+    sequence_tuning = None
     if tune_on is not None:
         histories, targets = tune_on
+        targets = np.asarray(targets)
         model, chosen, tried, holdout, n_events = _tune(coded, base, grid, title_count, order_column, histories,
-                                                        np.asarray(targets), keep_model=True)
+                                                        targets, keep_model=True)
+        if sequence is not None:
+            chosen, sequence_tuning, sequence_model = _tune_sequence(
+                model, _histories(coded, order_column), histories, targets, chosen, sequence)
+            model = _attached(model, sequence_model, chosen)
     else:
         with _timed("holdout split"):
             counted = _popularity(coded, title_count)  # the final build's, and the sample's total
@@ -129,14 +150,83 @@ def fit_next_title(spark: SparkSession, events: DataFrame, titles: TitleCodes | 
             positioned, train_part, histories, targets = _inner_holdout(sample, order_column, holdout_users, seed)
         try:
             if len(targets):
-                _, chosen, tried, holdout, _ = _tune(train_part, base, grid, title_count, "pos", histories, targets,
-                                                     keep_model=False)
+                holdout_model, chosen, tried, holdout, _ = _tune(train_part, base, grid, title_count, "pos",
+                                                                 histories, targets, keep_model=sequence is not None)
+                if sequence is not None:
+                    chosen, sequence_tuning, _ = _tune_sequence(
+                        holdout_model, _histories(train_part, "pos"), histories, targets, chosen, sequence)
             else:  # nobody has enough events to hold one out: the defaults
                 chosen, tried, holdout = base, [], None
         finally:
             positioned.unpersist()
         model, n_events = _build(coded, chosen, counted, order_column)
-    return model, FitReport(chosen, holdout, tried, n_events, time.monotonic() - started)
+        if sequence is not None and chosen.sequence_weight > 0:
+            model = _with_sequence(model, coded, order_column, chosen, sequence)
+    return model, FitReport(chosen, holdout, tried, n_events, time.monotonic() - started, sequence_tuning)
+
+
+def _histories(coded: DataFrame, order_column: str | None) -> list[np.ndarray]:
+    """Every user's title codes in time order, on the driver (the sequence model trains there)."""
+    with _timed("collecting histories"):
+        table = user_sequences(coded, order_column).select("titles").toArrow()
+        titles = table.column("titles").combine_chunks()
+        codes = titles.values.to_numpy(zero_copy_only=False).astype(np.int64)
+        offsets = titles.offsets.to_numpy()
+        return [codes[offsets[i]: offsets[i + 1]] for i in range(len(offsets) - 1)]
+
+
+def _tune_sequence(table_model: NextTitleModel, train_histories: list[np.ndarray], histories, targets: np.ndarray,
+                   chosen: FitParams, options: SequenceOptions):
+    """Train the sequence model on ``train_histories`` keeping its best epoch on the holdout
+    (``histories``, ``targets``), then choose λ there with ``table_model``: the params with λ and
+    the epochs, what was tried, and the sequence model."""
+    with _timed("sequence model on the tuning events"):
+        network, report = train_sequence_model(train_histories, table_model.title_count, options,
+                                               holdout=(histories, targets))
+    with _timed("choosing the sequence model's weight"):
+        by_weight = _blend_metrics(table_model, network, histories, targets, SEQUENCE_WEIGHTS)
+    best = max(SEQUENCE_WEIGHTS, key=lambda w: (by_weight[w]["ndcg@10"], -w))  # equal: the smaller λ
+    log.info("sequence weight %s chosen: holdout NDCG@10 %.4f (table alone %.4f)", best,
+             by_weight[best]["ndcg@10"], by_weight[0.0]["ndcg@10"])
+    tuning = {"epochs": report.epochs, "best_epoch": report.best_epoch, "stopped_by": report.stopped_by,
+              "seconds": round(report.seconds, 1), "holdout_ndcg_by_epoch": [round(v, 5) for v in report.holdout_ndcg],
+              "weights": [{"weight": w, "hr@10": m["hr@10"], "ndcg@10": m["ndcg@10"]} for w, m in by_weight.items()]}
+    chosen = dataclasses.replace(chosen, sequence_weight=best, sequence_epochs=report.best_epoch if best > 0 else 0)
+    return chosen, tuning, network
+
+
+def _blend_metrics(table_model: NextTitleModel, network, histories, targets: np.ndarray, weights,
+                   block: int = 256) -> dict[float, dict]:
+    """HR@10 and NDCG@10 of the blend for every weight, each user's scores computed once."""
+    ranks: dict[float, list[np.ndarray]] = {w: [] for w in weights}
+    for start in range(0, len(targets), block):
+        part, part_targets = histories[start: start + block], targets[start: start + block]
+        table = np.stack([table_model.table_scores(h) for h in part])
+        learned = network.batch_scores(part)
+        unwatched = np.stack([unwatched_mask(h, table_model.title_count) for h in part])
+        for weight in weights:
+            blended = np.stack([blend(t, q, u, weight) for t, q, u in zip(table, learned, unwatched)])
+            ranks[weight].append(rank_block(blended, part, part_targets)[0])
+    out = {}
+    for weight, parts in ranks.items():
+        metrics = summarise(np.concatenate(parts), np.zeros(0))
+        out[weight] = {"hr@10": float(metrics["hr@10"]), "ndcg@10": float(metrics["ndcg@10"])}
+    return out
+
+
+def _with_sequence(model: NextTitleModel, coded: DataFrame, order_column: str | None, params: FitParams,
+                   options: SequenceOptions) -> NextTitleModel:
+    """``model`` with a sequence model trained on all of ``coded`` for ``params.sequence_epochs``."""
+    with _timed("sequence model on all the events"):
+        network, _ = train_sequence_model(_histories(coded, order_column), model.title_count, options,
+                                          epochs=max(1, params.sequence_epochs))
+    return _attached(model, network, params)
+
+
+def _attached(model: NextTitleModel, network, params: FitParams) -> NextTitleModel:
+    return NextTitleModel(model.popularity, model.neighbour_offsets, model.neighbour_codes, model.neighbour_scores,
+                          weights=model.weights, popularity_weight=model.popularity_weight,
+                          params=params.recorded(), sequence=network, sequence_weight=params.sequence_weight)
 
 
 @contextlib.contextmanager

@@ -27,6 +27,7 @@ from ..store import Store
 from ..store.catalog import CatalogStore
 from . import sources as event_sources
 from .fit import FitParams, TitleCodes, fit_next_title
+from .sequence import options_from as sequence_options
 from .transitions import popularity
 
 log = logging.getLogger(__name__)
@@ -70,8 +71,7 @@ def train(
     None tunes the ``neighbours`` parameters on a holdout of each user's last event; the
     chosen ones and the holdout figures go into the model's params and metadata.
 
-    ``settings`` is taken so that every entry point has the same shape (the CLI passes what it
-    loaded); the job itself needs nothing from it yet.
+    ``settings`` says whether the sequence model is trained beside the table, and its budget.
     """
     if top_n < 1:
         raise ValueError(f"top_n must be at least 1, got {top_n}")
@@ -102,8 +102,9 @@ def train(
         if title_counts.num_rows == 0:
             raise _no_events(sources, include_event_log)
         title_ids, codes, counts = assign_codes(store.catalog, title_counts)
+        sequence = sequence_options(settings) if model == "neighbours" else None
         fitted, report = fit_next_title(spark, events, TitleCodes(title_ids, codes), params=params,
-                                        order_column="seq", base=base)
+                                        order_column="seq", base=base, sequence=sequence)
 
     fitted.trained_at = time.time()
     duration = time.monotonic() - started
@@ -117,6 +118,8 @@ def train(
     if report.holdout is not None:
         extra_meta.update({"ndcg@10": repr(report.holdout["ndcg@10"]), "hr@10": repr(report.holdout["hr@10"]),
                            "holdout_users": str(report.holdout["users"]), "grid": json.dumps(report.grid)})
+    if report.sequence is not None:
+        extra_meta["sequence_tuning"] = json.dumps(report.sequence)
     version = store.models.publish(fitted, extra_meta=extra_meta)
     log.info("published model %d: %d events, %d titles, %.1f s, params %s, holdout %s", version, n_events,
              fitted.title_count, duration, fitted.params, report.holdout)

@@ -1,0 +1,246 @@
+"""Training the sequence model (``model/sequence.py``) with PyTorch on the CPU.
+
+The network predicts, at every position of a user's recent history, the title that comes next,
+with a softmax over the whole catalog (full cross-entropy: on these data sets clearly better
+than sampled negatives). Histories are the last ``max_length + 1`` titles of each user, left
+padded in batches. Two ways to train:
+
+- with a holdout (histories, targets): NDCG@10 of the network alone is measured on a sample of
+  the holdout after each epoch; training stops once it has not risen for ``patience`` epochs (or
+  at ``max_epochs``, or when the time budget is spent) and returns the best epoch's weights and
+  that epoch number;
+- with a number of epochs (the one a holdout run chose): exactly that many, within the budget.
+
+PyTorch is imported here only, when training runs: serving and evaluation score the exported
+NumPy weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import time
+from typing import Sequence
+
+import numpy as np
+
+from ..evaluation.metrics import rank_block
+from ..model.sequence import BLOCK_ARRAYS, SequenceModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class SequenceOptions:
+    dim: int = 64
+    blocks: int = 2
+    heads: int = 1
+    dropout: float = 0.3
+    max_length: int = 50
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    max_epochs: int = 40
+    patience: int = 3  # epochs without a better holdout figure before stopping
+    seconds: float = 600.0  # the budget of one training run
+    holdout_sample: int = 3000  # holdout users measured after each epoch
+    threads: int = 0  # 0: every core
+    seed: int = 0
+
+
+@dataclasses.dataclass
+class SequenceReport:
+    epochs: int  # epochs trained
+    best_epoch: int  # the epoch whose weights were returned
+    holdout_ndcg: list[float]  # per epoch, on the holdout sample (empty without a holdout)
+    seconds: float
+    stopped_by: str  # "patience", "epochs", "budget"
+
+
+def options_from(settings) -> SequenceOptions | None:
+    """The sequence model's options from ``Settings``: None when it is off, or when PyTorch is
+    not installed (the table is then trained alone, and a warning says why). The time budget
+    covers both fits of a training run, so each gets half."""
+    if settings.sequence_model == "off":
+        return None
+    if not torch_available():
+        log.warning("PyTorch is not installed: training the table alone, without the sequence model "
+                    "(pip install 'nextwatch[sequence]', or NEXTWATCH_SEQUENCE_MODEL=off to silence this)")
+        return None
+    return SequenceOptions(seconds=settings.sequence_minutes * 60 / 2)
+
+
+def torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def train_sequence_model(histories: Sequence[np.ndarray], title_count: int, options: SequenceOptions = SequenceOptions(),
+                         holdout: tuple[Sequence[np.ndarray], np.ndarray] | None = None,
+                         epochs: int | None = None) -> tuple[SequenceModel, SequenceReport]:
+    """Train on ``histories`` (title codes, oldest first). ``holdout``: choose the epoch on it;
+    else train ``epochs`` epochs (default ``options.max_epochs``)."""
+    import torch
+
+    started = time.monotonic()
+    torch.manual_seed(options.seed)
+    torch.set_num_threads(options.threads or os.cpu_count() or 1)
+    rng = np.random.default_rng(options.seed)
+    sequences = [np.asarray(h[-(options.max_length + 1):], dtype=np.int64) for h in histories if len(h) >= 2]
+    network = _network(title_count, options)
+    optimiser = torch.optim.Adam(network.parameters(), lr=options.learning_rate)
+    sample = _holdout_sample(holdout, options) if holdout is not None else None
+    target_epochs = options.max_epochs if holdout is not None else (epochs or options.max_epochs)
+    curve: list[float] = []
+    best_state, best_epoch, stopped_by, epoch = None, 0, "epochs", 0
+    for epoch in range(1, target_epochs + 1):
+        epoch_started = time.monotonic()
+        loss = _train_epoch(network, optimiser, sequences, rng, options, torch)
+        message = f"sequence model epoch {epoch}: loss {loss:.4f}, {time.monotonic() - epoch_started:.1f} s"
+        if sample is not None:
+            curve.append(_sample_ndcg(_export(network, options), *sample))
+            message += f", holdout NDCG@10 {curve[-1]:.4f}"
+            if curve[-1] > max(curve[:-1], default=-1.0):
+                best_state, best_epoch = {k: v.clone() for k, v in network.state_dict().items()}, epoch
+            elif epoch - best_epoch >= options.patience:
+                log.info(message)
+                stopped_by = "patience"
+                break
+        log.info(message)
+        if time.monotonic() - started > options.seconds:
+            stopped_by = "budget" if epoch < target_epochs else "epochs"
+            break
+    if best_state is not None:
+        network.load_state_dict(best_state)
+    else:
+        best_epoch = epoch
+    report = SequenceReport(epoch, best_epoch, curve, time.monotonic() - started, stopped_by)
+    log.info("sequence model: %d epochs, kept epoch %d (%s), %.1f s", epoch, best_epoch, stopped_by, report.seconds)
+    return _export(network, options), report
+
+
+def _holdout_sample(holdout, options: SequenceOptions):
+    histories, targets = holdout
+    targets = np.asarray(targets, dtype=np.int64)
+    chosen = np.random.default_rng(options.seed + 1).permutation(len(targets))[: options.holdout_sample]
+    return [np.asarray(histories[i]) for i in chosen], targets[chosen]
+
+
+def _sample_ndcg(model: SequenceModel, histories, targets, block: int = 512) -> float:
+    gains = []
+    for start in range(0, len(targets), block):
+        part = histories[start: start + block]
+        ranks, _ = rank_block(model.batch_scores(part), part, targets[start: start + block])
+        gains.append(np.where(ranks < 10, 1.0 / np.log2(np.minimum(ranks, 10**6) + 2.0), 0.0))
+    return float(np.concatenate(gains).mean()) if gains else 0.0
+
+
+def _train_epoch(network, optimiser, sequences, rng, options: SequenceOptions, torch) -> float:
+    import torch.nn.functional as F
+
+    network.train()
+    total, count = 0.0, 0
+    order = rng.permutation(len(sequences))
+    for start in range(0, len(order), options.batch_size):
+        batch = [sequences[i] for i in order[start: start + options.batch_size]]
+        width = max(len(s) for s in batch) - 1
+        inputs = np.zeros((len(batch), width), dtype=np.int64)  # code + 1; 0 is padding
+        labels = np.zeros((len(batch), width), dtype=np.int64)
+        for row, s in enumerate(batch):
+            inputs[row, width - len(s) + 1:] = s[:-1] + 1
+            labels[row, width - len(s) + 1:] = s[1:] + 1
+        inputs, labels = torch.from_numpy(inputs), torch.from_numpy(labels)
+        states = network(inputs)
+        present = labels > 0
+        logits = states[present] @ network.items.weight[1:].T
+        loss = F.cross_entropy(logits, labels[present] - 1)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        total += loss.item() * int(present.sum())
+        count += int(present.sum())
+    return total / max(count, 1)
+
+
+def _network(title_count: int, options: SequenceOptions):
+    """The PyTorch form of ``SequenceModel``'s network (same arrays, same arithmetic)."""
+    import torch
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            d = options.dim
+            self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+            self.wq, self.wk, self.wv, self.wo = (nn.Linear(d, d) for _ in range(4))
+            self.w1, self.w2 = nn.Linear(d, d), nn.Linear(d, d)
+            self.drop = nn.Dropout(options.dropout)
+            self.gelu = nn.GELU(approximate="tanh")
+
+        def forward(self, x, allowed, present):
+            users, width, d = x.shape
+            heads = options.heads
+            h = self.ln1(x)
+
+            def split(t):
+                return t.view(users, width, heads, d // heads).transpose(1, 2)
+
+            attended = nn.functional.scaled_dot_product_attention(
+                split(self.wq(h)), split(self.wk(h)), split(self.wv(h)), attn_mask=allowed,
+                dropout_p=options.dropout if self.training else 0.0)
+            x = x + self.drop(self.wo(attended.transpose(1, 2).reshape(users, width, d)))
+            x = x + self.drop(self.w2(self.drop(self.gelu(self.w1(self.ln2(x))))))
+            return x * present
+
+    class Network(nn.Module):
+        def __init__(self):
+            super().__init__()
+            d = options.dim
+            self.items = nn.Embedding(title_count + 1, d, padding_idx=0)
+            self.positions = nn.Embedding(options.max_length, d)
+            nn.init.normal_(self.items.weight, std=0.05)
+            nn.init.normal_(self.positions.weight, std=0.05)
+            with torch.no_grad():
+                self.items.weight[0].zero_()
+            self.drop = nn.Dropout(options.dropout)
+            self.blocks = nn.ModuleList(Block() for _ in range(options.blocks))
+            self.out = nn.LayerNorm(d)
+            self.scale = math.sqrt(d)
+
+        def forward(self, inputs):
+            """States at every position of left-padded ``inputs`` (codes + 1, 0 = padding)."""
+            users, width = inputs.shape
+            present = (inputs > 0).unsqueeze(-1)
+            recency = torch.arange(width - 1, -1, -1)
+            x = self.drop(self.items(inputs) * self.scale + self.positions(recency)) * present
+            keys_present = (inputs > 0).unsqueeze(1)  # (users, 1, width)
+            allowed = torch.tril(torch.ones(width, width, dtype=torch.bool)).unsqueeze(0) & keys_present
+            allowed = (allowed | torch.eye(width, dtype=torch.bool).unsqueeze(0)).unsqueeze(1)
+            for block in self.blocks:
+                x = block(x, allowed, present)
+            return self.out(x)
+
+    return Network()
+
+
+def _export(network, options: SequenceOptions) -> SequenceModel:
+    """The network's weights as ``SequenceModel`` arrays (linear weights input x output)."""
+    def array(tensor) -> np.ndarray:
+        return tensor.detach().cpu().numpy().astype(np.float32)
+
+    arrays = {"items": array(network.items.weight[1:]), "positions": array(network.positions.weight),
+              "out_w": array(network.out.weight), "out_b": array(network.out.bias)}
+    for index, block in enumerate(network.blocks):
+        for norm in ("ln1", "ln2"):
+            arrays[f"block{index}.{norm}_w"] = array(getattr(block, norm).weight)
+            arrays[f"block{index}.{norm}_b"] = array(getattr(block, norm).bias)
+        for part in ("q", "k", "v", "o", "1", "2"):
+            linear = getattr(block, f"w{part}")
+            arrays[f"block{index}.w{part}"] = array(linear.weight.T)
+            arrays[f"block{index}.b{part}"] = array(linear.bias)
+    assert all(f"block0.{name}" in arrays for name in BLOCK_ARRAYS) or not network.blocks
+    return SequenceModel(arrays, heads=options.heads)

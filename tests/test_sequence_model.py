@@ -1,0 +1,159 @@
+"""The sequence model: the NumPy scorer against the PyTorch network it was trained as, training on
+a rule only a sequence reader can learn, the blend with the table, publishing and loading, and
+the fit that tunes the blend weight (real local Spark, real redis-server)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from nextwatch.model import NextTitleModel, PositionWeights
+from nextwatch.model.next_title import blend
+from nextwatch.model.sequence import SequenceModel
+from nextwatch.training.fit import SEQUENCE_WEIGHTS, FitParams, fit_next_title
+from nextwatch.training.sequence import SequenceOptions, _export, _network, train_sequence_model
+
+SMALL = SequenceOptions(dim=16, blocks=2, heads=2, dropout=0.0, max_length=8, seed=3)
+
+
+def torch_scores(network, history, max_length):
+    inputs = torch.tensor([(np.asarray(history[-max_length:]) + 1).tolist()])
+    network.eval()
+    with torch.no_grad():
+        state = network(inputs)[0, -1]
+        return (state @ network.items.weight[1:].T).numpy()
+
+
+def test_numpy_scorer_matches_the_torch_network():
+    network = _network(30, SMALL)
+    with torch.no_grad():  # move the layer norms and biases off their defaults, so they count
+        for parameter in network.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    model = _export(network, SMALL)
+    histories = [np.array([3]), np.array([3, 4, 5]), np.arange(13) % 30, np.array([29, 0, 29, 7])]
+    for history in histories:
+        assert np.allclose(model.scores(history), torch_scores(network, history, SMALL.max_length), atol=1e-5)
+    batch = model.batch_scores(histories)  # padded to the longest: the same rows
+    for row, history in zip(batch, histories):
+        assert np.allclose(row, model.scores(history), atol=1e-5)
+
+
+def test_unknown_titles_are_skipped_and_empty_histories_score_zero():
+    model = SequenceModel.random(20, seed=1)
+    assert np.allclose(model.scores(np.array([4, 25, 6])), model.scores(np.array([4, 6])))
+    assert not model.scores(np.array([], dtype=np.int64)).any()
+    assert not model.scores(np.array([40])).any()
+
+
+def stride_histories(users: int, titles: int, seed: int):
+    """Each user steps through the titles by a stride of their own (1, 2 or 3): from the last
+    title alone the next is ambiguous, from the last two it is certain."""
+    rng = np.random.default_rng(seed)
+    histories = []
+    for _ in range(users):
+        stride, start, length = rng.integers(1, 4), rng.integers(0, titles), rng.integers(4, 10)
+        histories.append((start + stride * np.arange(length)) % titles)
+    return histories
+
+
+def test_training_learns_a_rule_that_needs_the_sequence():
+    titles = 37
+    full = stride_histories(600, titles, seed=0)
+    train_part = [h[:-1] for h in full]
+    targets = np.array([h[-1] for h in full])
+    options = dataclasses.replace(SMALL, dim=32, batch_size=32, max_epochs=40, patience=8, learning_rate=1e-2)
+    model, report = train_sequence_model(train_part, titles, options, holdout=(train_part, targets))
+    top = [int(np.argmax(np.where(np.isin(np.arange(titles), h), -np.inf, model.scores(h)))) for h in train_part]
+    assert np.mean(np.array(top) == targets) > 0.9
+    assert report.holdout_ndcg[report.best_epoch - 1] == max(report.holdout_ndcg)
+    assert report.holdout_ndcg[report.best_epoch - 1] > report.holdout_ndcg[0]
+
+
+def test_training_for_given_epochs_and_budget():
+    histories = stride_histories(100, 11, seed=1)
+    _, report = train_sequence_model(histories, 11, dataclasses.replace(SMALL, max_epochs=50), epochs=2)
+    assert (report.epochs, report.best_epoch, report.stopped_by, report.holdout_ndcg) == (2, 2, "epochs", [])
+    _, report = train_sequence_model(histories, 11, dataclasses.replace(SMALL, seconds=0.0), epochs=5)
+    assert (report.epochs, report.stopped_by) == (1, "budget")
+
+
+@pytest.fixture
+def table():
+    popularity = np.linspace(1.0, 0.1, 12).astype(np.float32)
+    neighbours = {0: [(1, 0.5), (2, 0.4)], 3: [(4, 1.0), (5, 0.2)], 4: [(5, 0.8), (6, 0.1)]}
+    return NextTitleModel.from_neighbour_lists(popularity, neighbours, weights=PositionWeights(3, 0.5))
+
+
+def with_sequence(table, sequence, weight):
+    return NextTitleModel(table.popularity, table.neighbour_offsets, table.neighbour_codes, table.neighbour_scores,
+                          weights=table.weights, sequence=sequence, sequence_weight=weight)
+
+
+def test_the_blend_ranks_standardised_scores_of_unwatched_titles(table):
+    sequence = SequenceModel.random(12, seed=4)
+    model = with_sequence(table, sequence, 2.0)
+    history = np.array([0, 3, 4])
+    unwatched = np.setdiff1d(np.arange(12), history)
+    t, s = table.table_scores(history), sequence.scores(history).astype(np.float64)
+    expected = ((t - t[unwatched].mean()) / t[unwatched].std()
+                + 2.0 * (s - s[unwatched].mean()) / s[unwatched].std())
+    assert np.allclose(model.dense_scores(history), expected)
+    ranked = sorted(unwatched.tolist(), key=lambda c: (-expected[c], c))
+    assert model.recommend(history, 5) == ranked[:5]
+    assert model.recommend(history, 20) == ranked  # never a watched title, never more than there are
+    assert model.recommend(history, 5, with_sequence=False) == table.recommend(history, 5)
+    assert model.recommend(history, 5) != table.recommend(history, 5)  # the network changed the answer
+
+
+def test_a_zero_weight_drops_the_network_and_payloads_keep_the_blend(table):
+    assert not with_sequence(table, SequenceModel.random(12), 0.0).has_sequence
+    model = with_sequence(table, SequenceModel.random(12, heads=2, seed=5), 1.5)
+    again = NextTitleModel.from_payload(*model.to_payload())
+    assert again.has_sequence and again.sequence_weight == 1.5 and again.sequence.heads == 2
+    for history in ([0], [3, 4], [4, 0, 3, 7]):
+        assert again.recommend(np.array(history), 6) == model.recommend(np.array(history), 6)
+    with pytest.raises(ValueError, match="titles"):
+        with_sequence(table, SequenceModel.random(11), 1.0)
+
+
+def test_published_blend_loads_whole(store, table):
+    model = with_sequence(table, SequenceModel.random(12, seed=6), 4.0)
+    version = store.models.publish(model)
+    loaded = store.models.load(version)
+    assert loaded.has_sequence and loaded.sequence_weight == 4.0
+    history = np.array([3, 9])
+    assert np.allclose(loaded.dense_scores(history), model.dense_scores(history))
+
+
+def stride_events(spark, histories):
+    rows = [(f"u{u}", int(code), float(step)) for u, h in enumerate(histories) for step, code in enumerate(h)]
+    return spark.createDataFrame(rows, "user_id string, code int, timestamp double")
+
+
+def test_fit_tunes_the_weight_on_the_holdout_and_retrains_for_the_chosen_epochs(spark):
+    titles = 23
+    histories = stride_histories(500, titles, seed=2)
+    options = dataclasses.replace(SMALL, dim=32, batch_size=32, max_epochs=15, patience=4, learning_rate=1e-2)
+    model, report = fit_next_title(spark, stride_events(spark, histories), titles, sequence=options,
+                                   base=FitParams(window=3))
+    tuned = report.sequence
+    weights = {w["weight"]: w["ndcg@10"] for w in tuned["weights"]}
+    assert sorted(weights) == sorted(SEQUENCE_WEIGHTS)
+    best = max(weights.values())
+    assert report.params.sequence_weight == min(w for w, v in weights.items() if v == best)
+    # On this rule the network reads what the table cannot: the blend wins on the holdout.
+    assert report.params.sequence_weight > 0 and best > weights[0.0]
+    assert report.params.sequence_epochs == tuned["best_epoch"]
+    assert model.has_sequence and model.sequence_weight == report.params.sequence_weight
+    assert model.params["sequence_weight"] == report.params.sequence_weight
+
+    # Given params (evaluate's final fit): no holdout, the recorded epochs, the recorded weight.
+    given = dataclasses.replace(report.params, sequence_weight=8.0, sequence_epochs=2)
+    again, again_report = fit_next_title(spark, stride_events(spark, histories), titles, params=given,
+                                         sequence=options)
+    assert again.has_sequence and again.sequence_weight == 8.0 and again_report.sequence is None
+    without, _ = fit_next_title(spark, stride_events(spark, histories), titles, params=given)
+    assert not without.has_sequence
