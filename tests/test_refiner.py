@@ -263,6 +263,24 @@ def test_the_refiner_creates_its_group_again_after_flushall(settings, store, cli
         stop_thread(refiner, thread, consumer)
 
 
+def test_a_watch_does_not_replace_a_blend_the_refiner_wrote_before_the_watch_cached_its_answer(
+        settings, store, client, monkeypatch):
+    """The refiner can read an event and write its blend between the two round trips of the
+    watch (record, then cache): the watch's table answer must not replace that blend."""
+    publish_with_sequence(store)
+    save_prediction = store.users.save_prediction.__func__
+
+    def refine_first(users, *args, **kwargs):  # runs the refiner just before the watch caches
+        run_refine(settings, once=True)
+        return save_prediction(users, *args, **kwargs)
+
+    monkeypatch.setattr(type(store.users), "save_prediction", refine_first)
+    watched = client.post("/watched", json={"user_id": "U7", "content_id": "C1010"}).get_json()
+    table, blended = answers(store, "U7")
+    assert watched["predicted_next"] == table[0] and table != blended
+    assert cached(store, "U7") == blended
+
+
 # ---- the command -----------------------------------------------------------------------------
 
 def cli_env(settings: Settings) -> dict:

@@ -106,6 +106,8 @@ def test_the_blend_ranks_standardised_scores_of_unwatched_titles(table):
     assert model.recommend(history, 20) == ranked  # never a watched title, never more than there are
     assert model.recommend(history, 5, with_sequence=False) == table.recommend(history, 5)
     assert model.recommend(history, 5) != table.recommend(history, 5)  # the network changed the answer
+    others = [np.array([1]), np.array([11, 10, 2]), history]
+    assert model.recommend_many(others, 4) == [model.recommend(h, 4) for h in others]
 
 
 def test_a_zero_weight_drops_the_network_and_payloads_keep_the_blend(table):

@@ -119,7 +119,7 @@ class RecommendationService:
         if source != "model":
             metrics.fallbacks_used.labels(step=source).inc()
         stored_answer = (event_id, json.dumps(answer).encode()) if event_id else None
-        self._cache(user_id, recorded.model_version, recorded.history, codes, stored_answer)
+        self._cache(user_id, recorded.model_version, recorded.history, codes, stored_answer, after_watch=True)
         return answer
 
     def _watch_answer(self, user_id, content_id, version, codes, source, k) -> dict:
@@ -178,13 +178,13 @@ class RecommendationService:
         return self._answer(user_id, self.titles.ids_for(codes[:wanted]), k, state.model_version,
                             cache_hit=False, source=source)
 
-    def _cache(self, user_id, version, history, codes, stored_answer=None) -> None:
+    def _cache(self, user_id, version, history, codes, stored_answer=None, after_watch=False) -> None:
         """Cache a prediction. A Redis at maxmemory refuses it, or one that just went away
         fails it: the answer is still right, only uncached. After a recorded watch, answering
         503 would make the client send the watch again (recorded twice without an event id);
         after a read, the reader would get a 503 for an answer it already has."""
         try:
-            self.store.users.save_prediction(user_id, version, history, codes, stored_answer)
+            self.store.users.save_prediction(user_id, version, history, codes, stored_answer, after_watch)
         except StoreOutOfMemory:
             log.warning("Redis is out of memory: prediction for a user not cached")
         except StoreUnavailable:

@@ -167,13 +167,10 @@ class Refiner:
         return model
 
     def _score(self, model: NextTitleModel, users: list[str], histories) -> list[RefinedPrediction]:
-        refined = []
-        for user_id, history in zip(users, histories):
-            if len(history):
-                refined.append(RefinedPrediction(user_id, history, model.recommend(history, self.top_k)))
-            else:
-                self.stats.skipped += 1  # history gone (FLUSHALL): nothing to score
-        return refined
+        scored = [(user_id, history) for user_id, history in zip(users, histories) if len(history)]
+        self.stats.skipped += len(users) - len(scored)  # history gone (FLUSHALL): nothing to score
+        top = model.recommend_many([history for _, history in scored], self.top_k)
+        return [RefinedPrediction(user_id, history, codes) for (user_id, history), codes in zip(scored, top)]
 
     def _write(self, version: int, refined: list[RefinedPrediction]) -> None:
         try:

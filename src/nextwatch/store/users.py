@@ -173,16 +173,22 @@ class UserStore:
         history: np.ndarray,
         codes,
         answer: tuple[str, bytes] | None = None,
+        after_watch: bool = False,
     ) -> None:
         """One round trip: cache the prediction (with its TTL) and, for an event id, the answer
-        that a retry of the same event gets."""
+        that a retry of the same event gets.
+
+        ``after_watch``: the watch just recorded deleted the user's entry, so one that is there
+        now was written since, by the refiner (the blend for this same history, which must not
+        be replaced by the table's answer) or for a newer watch: SET NX leaves it."""
         prediction = CachedPrediction.encode(model_version, history, codes)
+        key, ttl = self.keys.prediction(user_id), self.settings.cache_ttl_seconds
         if answer is None:  # one command needs no pipeline object (measurably cheaper)
-            self.client.set(self.keys.prediction(user_id), prediction, ex=self.settings.cache_ttl_seconds)
+            self.client.set(key, prediction, ex=ttl, nx=after_watch)
             return
         event_id, body = answer
         pipe = self.client.pipeline(transaction=False)
-        pipe.set(self.keys.prediction(user_id), prediction, ex=self.settings.cache_ttl_seconds)
+        pipe.set(key, prediction, ex=ttl, nx=after_watch)
         pipe.set(self.keys.event_id(user_id, event_id), body, ex=self.settings.event_id_ttl_seconds)
         pipe.execute()
 
