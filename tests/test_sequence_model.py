@@ -5,6 +5,7 @@ the fit that tunes the blend weight (real local Spark, real redis-server)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -159,3 +160,51 @@ def test_fit_tunes_the_weight_on_the_holdout_and_retrains_for_the_chosen_epochs(
     assert again.has_sequence and again.sequence_weight == 8.0 and again_report.sequence is None
     without, _ = fit_next_title(spark, stride_events(spark, histories), titles, params=given)
     assert not without.has_sequence
+
+
+def test_train_publishes_the_blend_and_a_cache_miss_serves_it(settings, store, spark, tmp_path):
+    import csv
+
+    from nextwatch.api import create_app
+    from nextwatch.training import train
+
+    histories = stride_histories(300, 23, seed=4)
+    path = tmp_path / "events.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["user_id", "content_id", "timestamp"])
+        writer.writerows((f"u{u}", f"T{code:02d}", step) for u, h in enumerate(histories) for step, code in enumerate(h))
+    with_sequence = dataclasses.replace(settings, sequence_model="auto", train_minutes=2.0)
+
+    tuned = train(with_sequence, store, spark, [str(path)], include_event_log=False)
+    tuning = json.loads(store.models.metadata(tuned.version)["sequence_tuning"])
+    chosen = store.models.load(tuned.version).params["sequence_weight"]
+    best = max(w["ndcg@10"] for w in tuning["weights"])
+    assert chosen == min(w["weight"] for w in tuning["weights"] if w["ndcg@10"] == best)
+
+    given = FitParams(sequence_weight=4.0, sequence_epochs=2)
+    version = train(with_sequence, store, spark, [str(path)], include_event_log=False, params=given).version
+    model = store.models.load(version)
+    assert model.has_sequence and model.sequence_weight == 4.0
+    client = create_app(with_sequence, store).test_client()
+    for title in ("T03", "T05", "T07"):
+        watched = client.post("/watched", json={"user_id": "viewer", "content_id": title}).get_json()
+    history = store.users.read("viewer").history
+    codes = store.catalog.all_ids()
+    assert watched["predicted_next"] == codes[model.recommend(history, 1, with_sequence=False)[0]]
+    store.client.delete(store.keys.prediction("viewer"))  # a miss computes the blend inline
+    got = client.get("/recommend/viewer?k=5").get_json()
+    assert got["cache_hit"] is False
+    assert got["recommendations"] == [codes[c] for c in model.recommend(history, 5)]
+
+
+def test_the_time_box_leaves_the_table_alone_when_it_is_spent(spark):
+    import time
+
+    histories = stride_histories(200, 23, seed=5)
+    spent = time.monotonic()  # a deadline already passed
+    model, report = fit_next_title(spark, stride_events(spark, histories), 23, sequence=SMALL, deadline=spent)
+    assert not model.has_sequence and report.params.sequence_weight == 0 and "skipped" in report.sequence
+    given = FitParams(sequence_weight=2.0, sequence_epochs=3)
+    model, _ = fit_next_title(spark, stride_events(spark, histories), 23, params=given, sequence=SMALL, deadline=spent)
+    assert not model.has_sequence and model.params["sequence_weight"] == 0

@@ -100,7 +100,7 @@ class Settings:
     rate_limit_burst: float | None = None  # None: twice the rate
     api_url: str = "http://127.0.0.1:5000"  # where clients (the notebook) reach a running API
     sequence_model: str = "auto"  # train the sequence model: auto (when PyTorch is installed) or off
-    sequence_minutes: float = 20.0  # time budget of the sequence model in one training run
+    train_minutes: float = 14.0  # time box of one training run (the sequence model gets what is left)
     refine_batch: int = 500  # event log entries per batch of `nextwatch refine`
 
     @property
@@ -140,8 +140,9 @@ SETTINGS_SPEC: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "api_url": ("API_URL", _http_url, "base URL of a running API, for clients such as notebooks/explore.ipynb"),
     "sequence_model": ("SEQUENCE_MODEL", _choice("auto", "off"),
                        "train the sequence model beside the table: auto (when PyTorch is installed) or off"),
-    "sequence_minutes": ("SEQUENCE_MINUTES", _number(float, 0.1, 24 * 60, unit=" minutes"),
-                         "time budget of the sequence model in one training run (both of its fits)"),
+    "train_minutes": ("TRAIN_MINUTES", _number(float, 0.1, 24 * 60, unit=" minutes"),
+                      "time box of one training run: the table always completes, the sequence model "
+                      "trains in the time it leaves"),
     "refine_batch": ("REFINE_BATCH", _integer(1, 100_000),
                      "event log entries the refiner reads per batch (each user scored once per batch)"),
 }

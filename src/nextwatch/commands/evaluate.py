@@ -10,6 +10,7 @@ with ``NextTitleModel.dense_scores``, the scorer serving uses.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -31,6 +32,9 @@ def add_parser(subparsers):
     parser.add_argument("--format", required=True, choices=EVENT_FORMATS, dest="fmt", help="the file's format")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--spark-master", default="local[2]", help="Spark master URL (default local[2])")
+    parser.add_argument("--sequence-seed", type=int, default=0,
+                        help="seed of the sequence model's initial weights and batches (default 0): "
+                             "run a few to see how much its figures move with chance")
     return parser
 
 
@@ -40,12 +44,12 @@ def run(args) -> int:
         return 2
     # Progress (stage times, the sequence model's epochs) on stderr; the result on stdout.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    result = evaluate(args.dataset, args.fmt, args.spark_master)
+    result = evaluate(args.dataset, args.fmt, args.spark_master, sequence_seed=args.sequence_seed)
     print(json.dumps(result, sort_keys=True) if args.json else table(result), flush=True)
     return 0
 
 
-def evaluate(path: str, fmt: str, spark_master: str = "local[2]") -> dict:
+def evaluate(path: str, fmt: str, spark_master: str = "local[2]", sequence_seed: int = 0) -> dict:
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -57,8 +61,12 @@ def evaluate(path: str, fmt: str, spark_master: str = "local[2]") -> dict:
     from ..training.sequence import options_from as sequence_options
     from ..training.spark import spark_session
 
-    sequence = sequence_options(load_settings())
+    settings = load_settings()
+    sequence = sequence_options(settings)
+    if sequence is not None:
+        sequence = dataclasses.replace(sequence, seed=sequence_seed)
     started = time.monotonic()
+    deadline = started + settings.train_minutes * 60  # the trainer's time box, for the whole evaluation
     split = leave_last_out(read_events(path, fmt).events)
     n_items = split.n_items
     timing = {"split_seconds": time.monotonic() - started}
@@ -86,10 +94,11 @@ def evaluate(path: str, fmt: str, spark_master: str = "local[2]") -> dict:
             tuning_started = time.monotonic()
             _, tuning = fit_next_title(spark, validation_events, n_items,
                                        tune_on=(split.validation_histories, split.validation_targets),
-                                       sequence=sequence)
+                                       sequence=sequence, deadline=deadline)
             timing["tuning_seconds"] = time.monotonic() - tuning_started
             final_started = time.monotonic()
-            model, _ = fit_next_title(spark, test_events, n_items, params=tuning.params, sequence=sequence)
+            model, _ = fit_next_title(spark, test_events, n_items, params=tuning.params, sequence=sequence,
+                                      deadline=deadline)
             timing["final_fit_seconds"] = time.monotonic() - final_started
     finally:
         spark.stop()
@@ -108,8 +117,8 @@ def evaluate(path: str, fmt: str, spark_master: str = "local[2]") -> dict:
         "parameters": {"model": params.model, "gamma": params.gamma, "back": params.back, "eta": params.eta,
                        "max_lead": params.max_lead, "max_user_titles": params.max_user_titles,
                        "top_n": params.top_n, "window": params.window, "decay": params.decay,
-                       "popularity_weight": params.popularity_weight, "sequence_weight": params.sequence_weight,
-                       "sequence_epochs": params.sequence_epochs},
+                       "popularity_weight": params.popularity_weight, "sequence_weight": model.sequence_weight,  # 0 if the time box ran out before the final training
+                       "sequence_epochs": params.sequence_epochs if model.has_sequence else 0},
         "validation": {"chosen": tuning.holdout, "grid": tuning.grid, "sequence": tuning.sequence},
         "timing": {name: round(value, 2) for name, value in timing.items()},
     }
@@ -133,6 +142,8 @@ def _sequence_line(result: dict) -> str:
     tuned = result["validation"].get("sequence")
     if tuned is None:
         return "sequence model: not trained (NEXTWATCH_SEQUENCE_MODEL=off, or PyTorch not installed)"
+    if "skipped" in tuned:
+        return f"sequence model: not trained, {tuned['skipped']} (NEXTWATCH_TRAIN_MINUTES)"
     p = result["parameters"]
     by_weight = " ".join(f"{w['weight']:g}:{w['ndcg@10']:.4f}" for w in tuned["weights"])
     return (f"sequence model: weight {p['sequence_weight']:g}, {p['sequence_epochs']} epochs (best of "

@@ -60,5 +60,11 @@ def _list(registry: dict) -> None:
         published = meta.pop("published_at", None)
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(published))) if published else "?"
         meta.pop("version", None)
-        details = " ".join(f"{key}={value}" for key, value in meta.items() if key != "params")
+        details = " ".join(f"{key}={value}" for key, value in meta.items() if _listed(key))
         print(f"{'*' if entry['current'] else ' '} {entry['version']:>7}  {when:<19}  {details}")
+
+
+def _listed(key: str) -> bool:
+    """One line per version: the figures, not the JSON details (GET /admin/models has those)
+    nor the sequence model's array layout."""
+    return key not in ("params", "grid", "sequence_tuning") and not key.startswith("sequence.")

@@ -116,7 +116,7 @@ def refiner(layout: Layout) -> Part:
                 log=layout.logs / "refiner.log")
 
 
-DEMO_SEQUENCE_MINUTES = "4"
+DEMO_TRAIN_MINUTES = "4"
 
 
 def trainer(layout: Layout, every: str, spark_master: str) -> Part:
@@ -124,10 +124,10 @@ def trainer(layout: Layout, every: str, spark_master: str) -> Part:
     # what was watched through the API, and the history is most of the demo's data.
     command = _nextwatch("train", "--every", every, "--spark-master", spark_master,
                          "--events", str(layout.demo_events), "--events", str(layout.archive_dir))
-    # A short sequence-model budget, so that the first model is up within minutes of the start.
-    budget = os.environ.get("NEXTWATCH_SEQUENCE_MINUTES") or DEMO_SEQUENCE_MINUTES
+    # A short time box, so that the first model (with its sequence part) is up within minutes.
+    box = os.environ.get("NEXTWATCH_TRAIN_MINUTES") or DEMO_TRAIN_MINUTES
     return Part("trainer", command, {"NEXTWATCH_REDIS_URL": layout.redis_url, "SPARK_LOCAL_IP": LOOPBACK,
-                                     "NEXTWATCH_SEQUENCE_MINUTES": budget},
+                                     "NEXTWATCH_TRAIN_MINUTES": box},
                 log=layout.logs / "trainer.log")
 
 

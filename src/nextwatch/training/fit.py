@@ -17,6 +17,11 @@ neighbour table: first on the tuning events, keeping its best epoch on the holdo
 blend weight λ is chosen from ``SEQUENCE_WEIGHTS`` (0 keeps the table alone); then, when λ > 0,
 again on all the events for that many epochs. ``FitParams`` records λ and the epochs, so a fit
 with given params (``evaluate``'s final one) trains the same way without a holdout.
+
+``deadline`` (a ``time.monotonic()`` value) is the run's time box: the table is always built;
+the network's first training gets half of what is left once the time of a final table build is
+set aside, its second training the rest. With under ``MIN_SEQUENCE_SECONDS`` for a training,
+the table is kept alone, and the report says so.
 """
 
 from __future__ import annotations
@@ -50,6 +55,8 @@ HOLDOUT_USERS = 10_000  # users sampled for the inner holdout
 # sample of users holding about this many events; only the final build grows with the data.
 TUNING_EVENTS = 2_000_000
 MIN_HOLDOUT_EVENTS = 3
+# Less time than this left for one training of the network: the table alone (it would not learn).
+MIN_SEQUENCE_SECONDS = 30.0
 # λ of z(table) + λ z(sequence): 0 is the table alone; the largest leave the table to break ties.
 SEQUENCE_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
 
@@ -111,7 +118,8 @@ def fit_next_title(spark: SparkSession, events: DataFrame, titles: TitleCodes | 
                    params: FitParams | None = None, tune_on: tuple[Sequence[np.ndarray], np.ndarray] | None = None,
                    grid: Sequence[dict] = GRID, order_column: str | None = None, base: FitParams = FitParams(),
                    holdout_users: int = HOLDOUT_USERS, tuning_events: int = TUNING_EVENTS,
-                   seed: int = 0, sequence: SequenceOptions | None = None) -> tuple[NextTitleModel, FitReport]:
+                   seed: int = 0, sequence: SequenceOptions | None = None,
+                   deadline: float | None = None) -> tuple[NextTitleModel, FitReport]:
     """Build a model from ``events`` (``user_id``, ``content_id`` or ``code``, ``timestamp``,
     optionally ``order_column`` for timestamp ties).
 
@@ -121,7 +129,8 @@ def fit_next_title(spark: SparkSession, events: DataFrame, titles: TitleCodes | 
     (histories, targets as title codes; the model is built from all ``events``) or else on an
     inner holdout of each user's last event (the final model is then rebuilt from all events);
     beyond ``tuning_events`` events the holdout is taken from a seeded sample of users with
-    about that many events. ``sequence``: also train the sequence model (module docstring).
+    about that many events. ``sequence``: also train the sequence model, within ``deadline``
+    (module docstring).
     """
     started = time.monotonic()
     title_count = titles if isinstance(titles, int) else titles.title_count
@@ -130,7 +139,7 @@ def fit_next_title(spark: SparkSession, events: DataFrame, titles: TitleCodes | 
         chosen = params or base
         model, n_events = _build(coded, chosen, _popularity(coded, title_count), order_column)
         if sequence is not None and chosen.sequence_weight > 0:
-            model = _with_sequence(model, coded, order_column, chosen, sequence)
+            model = _with_sequence(model, coded, order_column, chosen, sequence, deadline)
         return model, FitReport(chosen, None, [], n_events, time.monotonic() - started)
 
     sequence_tuning = None
@@ -141,7 +150,8 @@ def fit_next_title(spark: SparkSession, events: DataFrame, titles: TitleCodes | 
                                                         targets, keep_model=True)
         if sequence is not None:
             chosen, sequence_tuning, sequence_model = _tune_sequence(
-                model, _histories(coded, order_column), histories, targets, chosen, sequence)
+                model, _histories(coded, order_column), histories, targets, chosen, sequence,
+                _first_budget(sequence, deadline, time.monotonic() - started))
             model = _attached(model, sequence_model, chosen)
     else:
         with _timed("holdout split"):
@@ -154,14 +164,15 @@ def fit_next_title(spark: SparkSession, events: DataFrame, titles: TitleCodes | 
                                                                  histories, targets, keep_model=sequence is not None)
                 if sequence is not None:
                     chosen, sequence_tuning, _ = _tune_sequence(
-                        holdout_model, _histories(train_part, "pos"), histories, targets, chosen, sequence)
+                        holdout_model, _histories(train_part, "pos"), histories, targets, chosen, sequence,
+                        _first_budget(sequence, deadline, time.monotonic() - started))
             else:  # nobody has enough events to hold one out: the defaults
                 chosen, tried, holdout = base, [], None
         finally:
             positioned.unpersist()
         model, n_events = _build(coded, chosen, counted, order_column)
         if sequence is not None and chosen.sequence_weight > 0:
-            model = _with_sequence(model, coded, order_column, chosen, sequence)
+            model = _with_sequence(model, coded, order_column, chosen, sequence, deadline)
     return model, FitReport(chosen, holdout, tried, n_events, time.monotonic() - started, sequence_tuning)
 
 
@@ -175,13 +186,25 @@ def _histories(coded: DataFrame, order_column: str | None) -> list[np.ndarray]:
         return [codes[offsets[i]: offsets[i + 1]] for i in range(len(offsets) - 1)]
 
 
+def _first_budget(options: SequenceOptions, deadline: float | None, table_seconds: float) -> float:
+    """Seconds for the network's first training: half of what the deadline leaves once a final
+    table build (about as long as the table took so far) is set aside."""
+    if deadline is None:
+        return options.seconds
+    return min(options.seconds, (deadline - time.monotonic() - table_seconds) / 2)
+
+
 def _tune_sequence(table_model: NextTitleModel, train_histories: list[np.ndarray], histories, targets: np.ndarray,
-                   chosen: FitParams, options: SequenceOptions):
-    """Train the sequence model on ``train_histories`` keeping its best epoch on the holdout
-    (``histories``, ``targets``), then choose λ there with ``table_model``: the params with λ and
-    the epochs, what was tried, and the sequence model."""
+                   chosen: FitParams, options: SequenceOptions, seconds: float):
+    """Train the sequence model on ``train_histories`` within ``seconds``, keeping its best epoch
+    on the holdout (``histories``, ``targets``), then choose λ there with ``table_model``: the
+    params with λ and the epochs, what was tried, and the sequence model (None: no time)."""
+    if seconds < MIN_SEQUENCE_SECONDS:
+        log.warning("%.0f s left for the sequence model: training the table alone", max(seconds, 0.0))
+        return chosen, {"skipped": f"{max(seconds, 0.0):.0f} s left of the run's time box"}, None
     with _timed("sequence model on the tuning events"):
-        network, report = train_sequence_model(train_histories, table_model.title_count, options,
+        network, report = train_sequence_model(train_histories, table_model.title_count,
+                                               dataclasses.replace(options, seconds=seconds),
                                                holdout=(histories, targets))
     with _timed("choosing the sequence model's weight"):
         by_weight = _blend_metrics(table_model, network, histories, targets, SEQUENCE_WEIGHTS)
@@ -215,10 +238,16 @@ def _blend_metrics(table_model: NextTitleModel, network, histories, targets: np.
 
 
 def _with_sequence(model: NextTitleModel, coded: DataFrame, order_column: str | None, params: FitParams,
-                   options: SequenceOptions) -> NextTitleModel:
-    """``model`` with a sequence model trained on all of ``coded`` for ``params.sequence_epochs``."""
+                   options: SequenceOptions, deadline: float | None) -> NextTitleModel:
+    """``model`` with a sequence model trained on all of ``coded`` for ``params.sequence_epochs``
+    (fewer if the deadline comes first); ``model`` alone when there is no time left at all."""
+    seconds = options.seconds if deadline is None else min(options.seconds, deadline - time.monotonic())
+    if seconds < MIN_SEQUENCE_SECONDS:
+        log.warning("%.0f s left for the sequence model: publishing the table alone", max(seconds, 0.0))
+        return _attached(model, None, dataclasses.replace(params, sequence_weight=0.0, sequence_epochs=0))
     with _timed("sequence model on all the events"):
-        network, _ = train_sequence_model(_histories(coded, order_column), model.title_count, options,
+        network, _ = train_sequence_model(_histories(coded, order_column), model.title_count,
+                                          dataclasses.replace(options, seconds=seconds),
                                           epochs=max(1, params.sequence_epochs))
     return _attached(model, network, params)
 

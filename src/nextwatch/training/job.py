@@ -104,7 +104,8 @@ def train(
         title_ids, codes, counts = assign_codes(store.catalog, title_counts)
         sequence = sequence_options(settings) if model == "neighbours" else None
         fitted, report = fit_next_title(spark, events, TitleCodes(title_ids, codes), params=params,
-                                        order_column="seq", base=base, sequence=sequence)
+                                        order_column="seq", base=base, sequence=sequence,
+                                        deadline=started + settings.train_minutes * 60)
 
     fitted.trained_at = time.time()
     duration = time.monotonic() - started

@@ -43,7 +43,7 @@ class SequenceOptions:
     learning_rate: float = 1e-3
     max_epochs: int = 40
     patience: int = 3  # epochs without a better holdout figure before stopping
-    seconds: float = 600.0  # the budget of one training run
+    seconds: float = 3600.0  # the most one training of the network may take
     holdout_sample: int = 3000  # holdout users measured after each epoch
     threads: int = 0  # 0: every core
     seed: int = 0
@@ -60,15 +60,15 @@ class SequenceReport:
 
 def options_from(settings) -> SequenceOptions | None:
     """The sequence model's options from ``Settings``: None when it is off, or when PyTorch is
-    not installed (the table is then trained alone, and a warning says why). The time budget
-    covers both fits of a training run, so each gets half."""
+    not installed (the table is then trained alone, and a warning says why). Its time comes from
+    the training run's time box (``fit_next_title``'s deadline)."""
     if settings.sequence_model == "off":
         return None
     if not torch_available():
         log.warning("PyTorch is not installed: training the table alone, without the sequence model "
                     "(pip install 'nextwatch[sequence]', or NEXTWATCH_SEQUENCE_MODEL=off to silence this)")
         return None
-    return SequenceOptions(seconds=settings.sequence_minutes * 60 / 2)
+    return SequenceOptions()
 
 
 def torch_available() -> bool:
@@ -99,7 +99,8 @@ def train_sequence_model(histories: Sequence[np.ndarray], title_count: int, opti
     best_state, best_epoch, stopped_by, epoch = None, 0, "epochs", 0
     for epoch in range(1, target_epochs + 1):
         epoch_started = time.monotonic()
-        loss = _train_epoch(network, optimiser, sequences, rng, options, torch)
+        deadline = started + options.seconds
+        loss, finished = _train_epoch(network, optimiser, sequences, rng, options, torch, deadline)
         message = f"sequence model epoch {epoch}: loss {loss:.4f}, {time.monotonic() - epoch_started:.1f} s"
         if sample is not None:
             curve.append(_sample_ndcg(_export(network, options), *sample))
@@ -110,9 +111,9 @@ def train_sequence_model(histories: Sequence[np.ndarray], title_count: int, opti
                 log.info(message)
                 stopped_by = "patience"
                 break
-        log.info(message)
-        if time.monotonic() - started > options.seconds:
-            stopped_by = "budget" if epoch < target_epochs else "epochs"
+        log.info(message + ("" if finished else " (budget spent inside the epoch)"))
+        if not finished or time.monotonic() > deadline:
+            stopped_by = "budget" if epoch < target_epochs or not finished else "epochs"
             break
     if best_state is not None:
         network.load_state_dict(best_state)
@@ -139,13 +140,18 @@ def _sample_ndcg(model: SequenceModel, histories, targets, block: int = 512) -> 
     return float(np.concatenate(gains).mean()) if gains else 0.0
 
 
-def _train_epoch(network, optimiser, sequences, rng, options: SequenceOptions, torch) -> float:
+def _train_epoch(network, optimiser, sequences, rng, options: SequenceOptions, torch,
+                 deadline: float) -> tuple[float, bool]:
+    """One pass in random batches: the mean loss, and whether it finished before ``deadline``
+    (checked per batch: on a large event log one epoch alone can outlast the budget)."""
     import torch.nn.functional as F
 
     network.train()
     total, count = 0.0, 0
     order = rng.permutation(len(sequences))
     for start in range(0, len(order), options.batch_size):
+        if time.monotonic() > deadline:
+            return total / max(count, 1), False
         batch = [sequences[i] for i in order[start: start + options.batch_size]]
         width = max(len(s) for s in batch) - 1
         inputs = np.zeros((len(batch), width), dtype=np.int64)  # code + 1; 0 is padding
@@ -163,7 +169,7 @@ def _train_epoch(network, optimiser, sequences, rng, options: SequenceOptions, t
         optimiser.step()
         total += loss.item() * int(present.sum())
         count += int(present.sum())
-    return total / max(count, 1)
+    return total / max(count, 1), True
 
 
 def _network(title_count: int, options: SequenceOptions):
