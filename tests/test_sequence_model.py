@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from nextwatch.model import NextTitleModel, PositionWeights
-from nextwatch.model.next_title import blend
+from nextwatch.model.next_title import standardised_rows
 from nextwatch.model.sequence import SequenceModel
 from nextwatch.training.fit import SEQUENCE_WEIGHTS, FitParams, fit_next_title
 from nextwatch.training.sequence import SequenceOptions, _export, _network, train_sequence_model
@@ -102,6 +102,10 @@ def test_the_blend_ranks_standardised_scores_of_unwatched_titles(table):
     expected = ((t - t[unwatched].mean()) / t[unwatched].std()
                 + 2.0 * (s - s[unwatched].mean()) / s[unwatched].std())
     assert np.allclose(model.dense_scores(history), expected)
+    rows = np.stack([t, s, np.ones(12)])  # the block form training uses; a flat row is only centred
+    masks = np.stack([np.isin(np.arange(12), unwatched)] * 2 + [np.zeros(12, dtype=bool)])
+    z = standardised_rows(rows, masks)
+    assert np.allclose(z[0] + 2.0 * z[1], expected) and not z[2].any()
     ranked = sorted(unwatched.tolist(), key=lambda c: (-expected[c], c))
     assert model.recommend(history, 5) == ranked[:5]
     assert model.recommend(history, 20) == ranked  # never a watched title, never more than there are

@@ -72,8 +72,10 @@ def _train_once(settings, store, spark, args) -> int:
     except (TrainingError, FileNotFoundError, ValueError, StoreUnavailable) as problem:
         print(f"nextwatch train: {problem}", file=sys.stderr)
         return 2
+    sequence = (f"sequence model weight {result.sequence_weight:g}, {result.sequence_epochs} epochs"
+                if result.sequence_weight else "table alone")
     print(f"published model version {result.version}: {result.events} events, {result.titles} titles, "
-          f"{result.duration_seconds:.1f} s", flush=True)
+          f"{result.duration_seconds:.1f} s, {sequence}", flush=True)
     return 0
 
 

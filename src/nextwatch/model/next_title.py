@@ -263,10 +263,21 @@ def unwatched_mask(history: np.ndarray, title_count: int) -> np.ndarray:
 
 def standardised(scores: np.ndarray, over: np.ndarray) -> np.ndarray:
     """(scores - mean) / std, both taken over the titles where ``over`` is True."""
+    return standardised_rows(np.asarray(scores)[None], np.asarray(over)[None])[0]
+
+
+def standardised_rows(scores: np.ndarray, over: np.ndarray) -> np.ndarray:
+    """``standardised`` for each row of (users, titles) ``scores``, ``over`` alike: one pass
+    for a block of users. A row with no title in ``over`` is standardised over all titles; a
+    row with no spread is only centred."""
     scores = np.asarray(scores, dtype=np.float64)
-    chosen = scores[over] if over.any() else scores
-    spread = chosen.std()
-    return (scores - chosen.mean()) / (spread if spread > 1e-12 else 1.0)
+    over = np.asarray(over, dtype=bool)
+    over = over | ~over.any(axis=1, keepdims=True)
+    count = over.sum(axis=1, keepdims=True)
+    mean = np.where(over, scores, 0.0).sum(axis=1, keepdims=True) / count
+    centred = scores - mean
+    spread = np.sqrt(np.where(over, centred * centred, 0.0).sum(axis=1, keepdims=True) / count)
+    return centred / np.where(spread > 1e-12, spread, 1.0)
 
 
 def blend(table: np.ndarray, sequence: np.ndarray, unwatched: np.ndarray, weight: float) -> np.ndarray:

@@ -40,7 +40,7 @@ from pyspark.sql import functions as F
 
 from ..evaluation.metrics import evaluate_scorer, rank_block, summarise
 from ..model import NextTitleModel, PositionWeights
-from ..model.next_title import blend, unwatched_mask
+from ..model.next_title import standardised_rows, unwatched_mask
 from .neighbours import audiences, ordered, pair_sums, ranked_neighbours, user_sequences
 from .sequence import SequenceOptions, train_sequence_model
 from .transitions import next_title_candidates
@@ -220,16 +220,16 @@ def _tune_sequence(table_model: NextTitleModel, train_histories: list[np.ndarray
 
 def _blend_metrics(table_model: NextTitleModel, network, histories, targets: np.ndarray, weights,
                    block: int = 256) -> dict[float, dict]:
-    """HR@10 and NDCG@10 of the blend for every weight, each user's scores computed once."""
+    """HR@10 and NDCG@10 of the blend for every weight, each user's two standardised score rows
+    computed once (what ``NextTitleModel.dense_scores`` computes, a block of users at a time)."""
     ranks: dict[float, list[np.ndarray]] = {w: [] for w in weights}
     for start in range(0, len(targets), block):
         part, part_targets = histories[start: start + block], targets[start: start + block]
-        table = np.stack([table_model.table_scores(h) for h in part])
-        learned = network.batch_scores(part)
         unwatched = np.stack([unwatched_mask(h, table_model.title_count) for h in part])
+        table = standardised_rows(np.stack([table_model.table_scores(h) for h in part]), unwatched)
+        learned = standardised_rows(network.batch_scores(part), unwatched)
         for weight in weights:
-            blended = np.stack([blend(t, q, u, weight) for t, q, u in zip(table, learned, unwatched)])
-            ranks[weight].append(rank_block(blended, part, part_targets)[0])
+            ranks[weight].append(rank_block(table + weight * learned, part, part_targets)[0])
     out = {}
     for weight, parts in ranks.items():
         metrics = summarise(np.concatenate(parts), np.zeros(0))

@@ -47,6 +47,8 @@ class TrainingResult:
     events: int  # watch events trained on
     titles: int  # rows of the model: highest title code trained on + 1
     duration_seconds: float  # reading, counting and building; publishing not included
+    sequence_weight: float = 0.0  # λ of the sequence model in the published model (0: the table alone)
+    sequence_epochs: int = 0  # epochs its network trained on all the events
 
 
 def train(
@@ -124,7 +126,9 @@ def train(
     version = store.models.publish(fitted, extra_meta=extra_meta)
     log.info("published model %d: %d events, %d titles, %.1f s, params %s, holdout %s", version, n_events,
              fitted.title_count, duration, fitted.params, report.holdout)
-    return TrainingResult(version=version, events=n_events, titles=fitted.title_count, duration_seconds=duration)
+    return TrainingResult(version=version, events=n_events, titles=fitted.title_count, duration_seconds=duration,
+                          sequence_weight=fitted.sequence_weight,
+                          sequence_epochs=int(fitted.params.get("sequence_epochs", 0)) if fitted.has_sequence else 0)
 
 
 def assign_codes(catalog: CatalogStore, title_counts: pa.Table) -> tuple[pa.Array, np.ndarray, np.ndarray]:
