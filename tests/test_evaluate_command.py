@@ -98,3 +98,26 @@ def test_evaluate_command_prints_the_model_next_to_the_baselines(demo_events):
     assert len(result["validation"]["grid"]) == 12
     chosen = result["validation"]["chosen"]
     assert chosen["ndcg@10"] == max(point["ndcg@10"] for point in result["validation"]["grid"])
+
+
+def test_evaluate_trains_and_reports_the_sequence_model_within_its_time_box(demo_events):
+    import os
+
+    from nextwatch.training.fit import SEQUENCE_WEIGHTS
+
+    env = {**os.environ, "NEXTWATCH_SEQUENCE_MODEL": "auto", "NEXTWATCH_TRAIN_MINUTES": "3"}
+    done = subprocess.run([sys.executable, "-m", "nextwatch.cli", "evaluate", demo_events, "--format", "parquet",
+                           "--json"], capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    tuned = result["validation"]["sequence"]
+    weights = {point["weight"]: point["ndcg@10"] for point in tuned["weights"]}
+    assert sorted(weights) == sorted(SEQUENCE_WEIGHTS)
+    # λ 0 is the table alone (standardising keeps its order, up to rounding in near-ties).
+    assert weights[0.0] == pytest.approx(result["validation"]["chosen"]["ndcg@10"], abs=2e-3)
+    best = max(weights.values())
+    assert result["parameters"]["sequence_weight"] == min(w for w, v in weights.items() if v == best)
+    assert len(tuned["holdout_ndcg_by_epoch"]) == tuned["epochs"] >= tuned["best_epoch"] >= 1
+    if result["parameters"]["sequence_weight"] > 0:
+        assert result["parameters"]["sequence_epochs"] == tuned["best_epoch"]
+    assert "sequence model epoch 1: loss" in done.stderr  # progress on stderr, the JSON alone on stdout
