@@ -6,11 +6,10 @@ the durable file writes; the Redis side is ``store/event_consumer.py``.
 
 from __future__ import annotations
 
-import signal
-import threading
 from typing import Callable
 
 from ..settings import Settings
+from ..stopping import stop_on_signals
 from ..store.event_consumer import EventConsumer, GroupLag, read_group_lag
 from .archiver import BLOCK_SECONDS, ArchiveStats, Archiver
 from .files import SCHEMA, ArchiveBusy, ArchiveFolder
@@ -29,15 +28,10 @@ def run_archive(settings: Settings, group: str = DEFAULT_GROUP, consumer: str = 
     source = EventConsumer.from_settings(settings, group, consumer, block_seconds=BLOCK_SECONDS)
     options = {"checkpoint": checkpoint} if checkpoint else {}
     archiver = Archiver(source, folder, batch_size=batch_size, flush_seconds=flush_seconds, **options)
-    previous = {}
-    if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            previous[signum] = signal.signal(signum, lambda _signum, _frame: archiver.stop())
     try:
-        return archiver.run(once=once)
+        with stop_on_signals(archiver.stop):
+            return archiver.run(once=once)
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
         source.close()
         folder.unlock()
 

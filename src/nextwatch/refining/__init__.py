@@ -8,11 +8,10 @@ but its command.
 
 from __future__ import annotations
 
-import signal
-import threading
 
 from ..service import LoadedModel
 from ..settings import Settings
+from ..stopping import stop_on_signals
 from ..store import Store
 from ..store.event_consumer import EventConsumer
 from .refiner import BLOCK_SECONDS, RefineStats, Refiner
@@ -29,15 +28,10 @@ def run_refine(settings: Settings, group: str = DEFAULT_GROUP, consumer: str = D
     source = EventConsumer.from_settings(settings, group, consumer, block_seconds=BLOCK_SECONDS)
     refiner = Refiner(source, store, LoadedModel(store), top_k=settings.cache_top_k,
                       batch_size=settings.refine_batch, max_age_seconds=settings.cache_ttl_seconds)
-    previous = {}
-    if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            previous[signum] = signal.signal(signum, lambda _signum, _frame: refiner.stop())
     try:
-        return refiner.run(once=once)
+        with stop_on_signals(refiner.stop):
+            return refiner.run(once=once)
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
         source.close()
         store.close()
 

@@ -29,7 +29,7 @@ from ..errors import StoreOutOfMemory, StoreUnavailable
 from ..model import NextTitleModel
 from ..service import LoadedModel
 from ..store import Store
-from ..store.event_consumer import Delivered, EventConsumer, GroupMissing
+from ..store.event_consumer import Delivered, EventConsumer, GroupMissing, stream_id_order
 from ..store.users import RefinedPrediction
 
 log = logging.getLogger("nextwatch.refine")
@@ -46,11 +46,6 @@ class RefineStats:
     stale: int = 0  # not written: a newer watch or model came first
     skipped: int = 0  # users not scored: no model with a sequence part, no history, entry too old or unreadable
     ok: bool = True  # False: --once stopped because Redis could not be reached
-
-
-def _stream_key(stream_id: str) -> tuple[int, int]:
-    ms, _, seq = stream_id.partition("-")
-    return int(ms), int(seq or 0)
 
 
 class Refiner:
@@ -102,7 +97,7 @@ class Refiner:
                 self._summarise()
                 # Events keep coming: --once stops after those there when it started.
                 if once and not pending_phase and (not items or drained_at is None
-                                                   or _stream_key(items[-1].stream_id) >= _stream_key(drained_at)):
+                                                   or stream_id_order(items[-1].stream_id) >= stream_id_order(drained_at)):
                     break
             except StoreUnavailable as failure:
                 failures += 1

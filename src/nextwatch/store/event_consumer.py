@@ -56,7 +56,8 @@ def _text(raw) -> str:
     return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
-def _id_key(stream_id: str) -> tuple[int, int]:
+def stream_id_order(stream_id: str) -> tuple[int, int]:
+    """A sort key for stream ids ("<ms>-<seq>"): compared as numbers, not as text."""
     ms, _, seq = stream_id.partition("-")
     return int(ms), int(seq or 0)
 
@@ -206,7 +207,7 @@ def read_group_lag(client: redis.Redis, keys: Keys, group: str) -> GroupLag:
         # included. When the oldest entry left is newer than the group's position, every
         # entry still in the stream is undelivered, so the rest of the lag was trimmed away.
         first = stream.get("first-entry")
-        if first is None or _id_key(_text(first[0])) > _id_key(last):
+        if first is None or stream_id_order(_text(first[0])) > stream_id_order(last):
             trimmed = max(0, lag - length)
         else:
             trimmed = 0
