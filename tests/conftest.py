@@ -35,8 +35,11 @@ def private_redis(tmp_path):
 
 @pytest.fixture
 def settings(redis_server) -> Settings:
+    # model_refresh_seconds=0: an in-process app reads the current model version on every
+    # request, so a test that publishes a model and asks at once needs no wait for the switch
+    # announcement (tests/test_model_switch.py covers the announcement and the poll).
     return Settings(redis_url=redis_server.url, key_prefix="nwtest", history_length=50, cache_top_k=10,
-                    sequence_model="off")
+                    sequence_model="off", model_refresh_seconds=0)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings as hypothesis_settings, stra
 from conftest import scrape
 from test_openapi import check, inline_refs
 from nextwatch.api import create_app
-from nextwatch.catalog_service import CatalogService, TitleQuery
+from nextwatch.service.catalog import CatalogService, TitleQuery
 from nextwatch.datasets.demo import DemoConfig, generate_catalog
 from nextwatch.settings import Settings
 from nextwatch.store import Store

@@ -97,7 +97,7 @@ def test_every_documented_status_is_produced(client, document, store, settings):
 
     # With API keys: 401 without one, 403 for a write key on admin routes, and with a rate of
     # one request per key (burst 1) the second request of a key answers 429.
-    from nextwatch.auth import issue_key
+    from nextwatch.service.access import issue_key
 
     admin, writer = issue_key(store, "ops", "admin"), issue_key(store, "app", "write")
     locked = create_app(settings.with_overrides(rate_limit=0.001), store).test_client()

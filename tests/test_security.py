@@ -13,7 +13,7 @@ import redis
 
 from conftest import DEFAULT_NEIGHBOURS, publish_test_model
 from nextwatch.api import create_app
-from nextwatch.auth import issue_key, validate_key_name
+from nextwatch.service.access import issue_key, validate_key_name
 from nextwatch.errors import InvalidInput
 from nextwatch.ids import validate_id
 from nextwatch.keys import Keys
@@ -264,7 +264,8 @@ def test_only_caches_carry_a_ttl(store, settings, redis_client, published):
     with_ttl = {name.decode() for name in redis_client.scan_iter() if redis_client.ttl(name) > 0}
     assert with_ttl == {store.keys.prediction("U1"), store.keys.event_id("U1", "ev1"), store.keys.rate_limit("app")}
     without = {name.decode() for name in redis_client.scan_iter() if redis_client.ttl(name) == -1}
-    assert {store.keys.history("U1"), store.keys.api_keys, store.keys.event_log, store.keys.current_model} <= without
+    assert {store.keys.history("U1"), store.keys.api_keys, store.keys.user_event_log("U1"),
+            store.keys.current_model} <= without
 
 
 def test_out_of_memory_answers_503_json_and_reads_keep_working(private_redis):
@@ -304,12 +305,32 @@ def test_ids_that_could_break_a_key_name_are_refused(bad):
         validate_id(bad, "user_id")
 
 
-def test_per_user_keys_keep_a_valid_id_inside_its_hash_tag():
-    keys = Keys("nw")
-    for user_id in ("U1", "a:b", "x.y_z-9", "A" * 128):
-        for name in (keys.history(user_id), keys.prediction(user_id), keys.event_id(user_id, "e:1")):
+def test_per_user_keys_sit_in_their_shards_slot_and_never_collide():
+    """Every key of a user carries exactly one hash tag, its shard's, also with ':' in the ids;
+    and no two (user, key kind, event id) share a name, whatever ':' or '|'-free ids they use."""
+    keys = Keys("nw", shards=8)
+    names = set()
+    users = ("U1", "a:b", "a", "b", "x.y_z-9", "e", "h", "A" * 128)
+    for user_id in users:
+        tag = keys.shard_tag(keys.shard_of(user_id))
+        user_keys = [keys.history(user_id), keys.prediction(user_id), keys.event_log(keys.shard_of(user_id))]
+        user_keys += [keys.event_id(user_id, event) for event in ("e:1", "1", "b", "h:a")]
+        for name in user_keys:
             assert name.count("{") == 1 and name.count("}") == 1
-            assert name[name.index("{") + 1 : name.index("}")] == f"u:{user_id}"
+            assert name[name.index("{") + 1 : name.index("}")] == tag
+        names.update(user_keys[:2] + user_keys[3:])
+    assert len(names) == len(users) * 6  # history, prediction and four event ids each, all distinct
+
+
+def test_shards_spread_evenly_over_the_cluster_slots():
+    """Shard i's tag hashes into the i-th of equal slot ranges, so masters owning equal ranges
+    hold equal numbers of shards."""
+    from nextwatch.keys import SLOTS, key_slot, shard_tags
+
+    for shards in (1, 3, 24, 64, 1024):
+        bounds = [i * SLOTS // shards for i in range(shards + 1)]
+        for shard, tag in enumerate(shard_tags(shards)):
+            assert bounds[shard] <= key_slot(tag) < bounds[shard + 1]
 
 
 @pytest.mark.parametrize("bad", ["a:b", "{x}", "a b", "a\nb", "", "x" * 65, "*"])

@@ -91,6 +91,14 @@ class StoreUnavailable(NextwatchError):
         super().__init__(detail, headers={"Retry-After": str(retry_after_seconds)})
 
 
+class ReplicasBehind(StoreUnavailable):
+    """The watch is recorded on the master, but fewer replicas than required confirmed it in
+    time (NEXTWATCH_WRITE_REPLICAS): not yet safe from a master failure. A retry with the same
+    event_id is answered once the replicas hold it."""
+
+    error = "replicas_behind"
+
+
 class StoreOutOfMemory(StoreUnavailable):
     """Redis refused a write because it reached ``maxmemory`` with nothing left to evict (only
     keys with a TTL are evictable). Reads still work; an operator has to free or add memory."""

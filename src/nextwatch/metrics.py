@@ -1,15 +1,19 @@
 """Every Prometheus metric nextwatch exports, declared in one module.
 
-Under gunicorn each worker is its own process; ``nextwatch serve`` points
+Under ``nextwatch serve`` each worker is its own process; the server points
 PROMETHEUS_MULTIPROC_DIR at a fresh folder before this module is imported, so prometheus_client
-writes every worker's values to files that ``/metrics`` sums.
+writes every worker's values to files that ``/metrics`` sums. A worker that dies leaves its
+counter files (the sums must not go back); its per-process gauges are dropped at the next scrape.
 """
 
 from __future__ import annotations
 
 import os
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+import glob
+import re
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 
 cache_hits = Counter("cache_hits", "GET /recommend answered from the cached prediction")
@@ -26,6 +30,11 @@ request_latency = Histogram(
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
 
+# Per worker process: the model version it serves (it learns a switch by pub/sub or its poll,
+# service/serving_model.py). While a switch spreads, workers differ; after it, all agree.
+serving_model_version = Gauge("serving_model_version", "Model version this worker process serves",
+                              multiprocess_mode="liveall")
+
 
 class ModelInfoCollector:
     """Facts about the serving model, read from Redis when Prometheus scrapes, so they are right
@@ -39,6 +48,8 @@ class ModelInfoCollector:
         "trained_at": ("model_trained_timestamp_seconds", "When the serving model was trained (unix seconds)"),
         "duration_seconds": ("model_training_duration_seconds", "How long training the serving model took"),
         "ndcg_at_10": ("model_offline_ndcg_at_10", "Offline NDCG@10 of the serving model, measured in training"),
+        "time_capped": ("model_training_time_capped",
+                        "1 if training the serving model hit NEXTWATCH_TRAIN_MINUTES before its holdout said stop"),
     }
 
     def __init__(self, read_model_info):
@@ -80,7 +91,9 @@ def serving_counts() -> dict:
 
 def _summed_over_workers() -> CollectorRegistry:
     registry = CollectorRegistry()
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if folder:
+        forget_dead_workers(folder)
         multiprocess.MultiProcessCollector(registry)
     else:  # one process (tests, `flask run`): the process-wide registry holds the values
         registry.register(_ProcessMetrics())
@@ -90,3 +103,29 @@ def _summed_over_workers() -> CollectorRegistry:
 class _ProcessMetrics:
     def collect(self):
         yield from REGISTRY.collect()
+
+
+_LIVE_GAUGE_FILE = re.compile(r"gauge_live\w+?_(\d+)\.db$")
+
+
+def forget_dead_workers(folder: str) -> list[int]:
+    """Drop the per-process gauges of worker processes that no longer run (a replaced worker):
+    what gunicorn's child_exit hook did, done at scrape time so that no server hook is needed."""
+    dead = set()
+    for path in glob.glob(os.path.join(folder, "gauge_live*.db")):
+        match = _LIVE_GAUGE_FILE.search(os.path.basename(path))
+        if match and not _running(int(match.group(1))):
+            dead.add(int(match.group(1)))
+    for pid in dead:
+        multiprocess.mark_process_dead(pid, folder)
+    return sorted(dead)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,21 +1,38 @@
-"""Serving the API with gunicorn: several worker processes, metrics summed across them.
+"""Serving the API with granian: several worker processes, metrics summed across them.
+
+Why granian: its HTTP server is written in Rust (hyper), so parsing, keep-alive and writing
+answers cost a fraction of what a Python server costs; measured side by side, a bare one-GET
+WSGI app answered 2.6x the requests per second under granian as under gunicorn's gthread
+workers (bench/serve.py, BENCHMARKS.md), and that server time was most of our API's.
+
+What the server gives, and where each part lives:
+- ``workers`` processes (NEXTWATCH_WORKERS), each running the WSGI app in ``threads`` Python
+  threads (NEXTWATCH_THREADS) so one request's Redis wait overlaps another's work;
+- a worker that dies is replaced (granian's respawn); its metric files stay, so the sums in
+  /metrics never go back, and its per-process gauges are dropped (metrics.render);
+- SIGTERM and Ctrl-C stop accepting, let the workers finish what they hold, and kill what is
+  still running after ``STOP_TIMEOUT_SECONDS``;
+- keep-alive on, a 30 s limit to receive a request's headers (slow clients cannot hold a
+  worker), the body limit and the JSON refusals of over-long request lines and headers in the
+  app (api/serving_routes.py, api/inputs.py).
 
 Kept outside api/ on purpose: it must set up prometheus_client before the api package (and
-with it nextwatch.metrics) is imported in any process."""
+with it nextwatch.metrics) is imported in any process. Settings reach the workers through the
+environment (``Settings.environment``), so a flag given to `nextwatch serve` holds in every
+worker.
+"""
 
 from __future__ import annotations
 
 import gc
-import json
 import os
 import shutil
 import tempfile
 
-from gunicorn.app.base import BaseApplication
-from gunicorn.http import errors as http_errors
-from gunicorn.workers.gthread import ThreadWorker
+from .settings import Settings, load_settings
 
-from .settings import Settings
+STOP_TIMEOUT_SECONDS = 10
+HEADER_READ_TIMEOUT_MS = 30_000
 
 
 def prepare_multiprocess_metrics() -> str:
@@ -35,81 +52,45 @@ def prepare_multiprocess_metrics() -> str:
     return folder
 
 
-def _worker_ready(worker) -> None:
+def build_app():
+    """The WSGI app of one worker process (granian calls this in each worker)."""
+    from .api import create_app
+
+    app = create_app(load_settings())
     # Everything loaded so far (Flask, numpy, the app) lives as long as the worker: moving it
     # out of the collector's sight keeps each garbage collection small on the request path.
     gc.freeze()
+    return app
 
 
-def _worker_exited(server, worker) -> None:
-    from prometheus_client import multiprocess
+def granian_server(settings: Settings, target: str = "nextwatch.server:build_app"):
+    """The granian server for ``settings`` (not started): ``target`` is a factory of the WSGI
+    app, imported in each worker."""
+    from granian.constants import HTTPModes, Interfaces
+    from granian.http import HTTP1Settings
+    from granian.log import LogLevels
+    from granian.server import Server
 
-    multiprocess.mark_process_dead(worker.pid)
-
-
-# Requests gunicorn refuses before the app sees them: status, reason, error name.
-_REFUSALS = (
-    (http_errors.LimitRequestLine, 414, "URI Too Long", "request_line_too_long"),
-    (http_errors.LimitRequestHeaders, 431, "Request Header Fields Too Large", "headers_too_large"),
-    ((http_errors.InvalidRequestLine, http_errors.InvalidRequestMethod, http_errors.InvalidHTTPVersion,
-      http_errors.InvalidHeader, http_errors.InvalidHeaderName), 400, "Bad Request", "malformed_request"),
-)
-MAX_REQUEST_LINE = 8190  # bytes: the most gunicorn allows; ids and query strings are far shorter
-
-
-class JsonErrorWorker(ThreadWorker):
-    """gunicorn's threaded worker, with the requests it refuses itself (a request line too
-    long, malformed headers) answered in the API's JSON error shape instead of an HTML page."""
-
-    def handle_error(self, req, client, addr, exc):
-        for kinds, status, reason, name in _REFUSALS:
-            if isinstance(exc, kinds):
-                body = json.dumps({"error": name, "detail": str(exc) or reason}).encode()
-                head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
-                        f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1")
-                try:
-                    client.sendall(head + body)
-                except OSError:
-                    pass  # the client has gone; nothing to tell it
-                return
-        super().handle_error(req, client, addr, exc)
-
-
-class GunicornServer(BaseApplication):
-    def __init__(self, settings: Settings):
-        self.settings = settings
-        super().__init__()
-
-    def load_config(self) -> None:
-        options = {
-            "bind": f"{self.settings.host}:{self.settings.port}",
-            "workers": self.settings.workers,
-            # Threads let a worker overlap one request's Redis round trips with another's work,
-            # and keep-alive spares clients a TCP handshake per request: with these, POST
-            # /watched served 1.9x and a cache hit 1.4x the requests/s of sync workers in
-            # bench/serve.py on the same machine (BENCHMARKS.md).
-            "worker_class": JsonErrorWorker,  # gthread, refusing in JSON
-            "threads": 4,
-            "timeout": 30,
-            "graceful_timeout": 10,
-            "keepalive": 5,
-            "limit_request_line": MAX_REQUEST_LINE,
-            "accesslog": None,
-            "errorlog": "-",
-            "loglevel": "warning",
-            "proc_name": "nextwatch-api",
-            "child_exit": _worker_exited,
-            "post_worker_init": _worker_ready,
-        }
-        for key, value in options.items():
-            self.cfg.set(key, value)
-
-    def load(self):
-        from .api import create_app
-
-        return create_app(self.settings)
+    return Server(
+        target,
+        factory=True,
+        interface=Interfaces.WSGI,
+        address=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        blocking_threads=settings.threads,
+        http=HTTPModes.http1,
+        websockets=False,
+        http1_settings=HTTP1Settings(header_read_timeout=HEADER_READ_TIMEOUT_MS, keep_alive=True),
+        respawn_failed_workers=True,
+        respawn_interval=0.5,
+        workers_kill_timeout=STOP_TIMEOUT_SECONDS,
+        log_level=LogLevels.warning,
+        process_name="nextwatch-api",
+    )
 
 
 def serve(settings: Settings) -> None:
     prepare_multiprocess_metrics()
-    GunicornServer(settings).run()
+    os.environ.update(settings.environment())
+    granian_server(settings).serve()

@@ -43,10 +43,43 @@ def _seconds(low: float, high: float) -> Callable[[str], float]:
     return _number(float, low, high, unit=" seconds")
 
 
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
+
+
 def _redis_url(raw: str) -> str:
+    """One Redis (redis://, rediss://, unix://) or a Redis Cluster given by start-up nodes:
+    ``redis+cluster://host:port[,host:port...]`` (``rediss+cluster://`` for TLS; a password
+    as ``redis+cluster://:password@host:port,...``)."""
+    if raw.startswith(CLUSTER_SCHEMES):
+        cluster_nodes(raw)  # raises ValueError naming what is wrong
+        return raw
     if not re.match(r"^(redis|rediss|unix)://", raw):
-        raise ValueError(f"must start with redis://, rediss:// or unix://, got {raw!r}")
+        raise ValueError("must start with redis://, rediss://, unix:// or, for a Redis Cluster, "
+                         f"redis+cluster://host:port[,host:port...]; got {raw!r}")
     return raw
+
+
+def is_cluster_url(url: str) -> bool:
+    return url.startswith(CLUSTER_SCHEMES)
+
+
+def cluster_nodes(url: str) -> tuple[list[tuple[str, int]], str | None, bool]:
+    """The start-up nodes of a ``redis+cluster://`` URL, its password (or None) and whether it
+    uses TLS. ValueError names the part that cannot be used."""
+    scheme, _, rest = url.partition("://")
+    password = None
+    if "@" in rest:
+        credentials, _, rest = rest.rpartition("@")
+        password = credentials.partition(":")[2] or None
+    rest = rest.split("/", 1)[0].split("?", 1)[0]
+    nodes = []
+    for part in rest.split(","):
+        host, colon, port = part.strip().rpartition(":")
+        if not colon or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(f"must list the cluster's start-up nodes as host:port[,host:port...], "
+                             f"got {part.strip() or 'nothing'!r} in {url!r}")
+        nodes.append((host.strip("[]"), int(port)))
+    return nodes, password, scheme.startswith("rediss")
 
 
 def _key_prefix(raw: str) -> str:
@@ -85,6 +118,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 5000
     workers: int = 4
+    threads: int = 4  # Python threads per worker process running the WSGI app
     history_length: int = 50
     cache_top_k: int = 10
     cache_ttl_seconds: int = 86_400
@@ -101,7 +135,10 @@ class Settings:
     api_url: str = "http://127.0.0.1:5000"  # where clients (the notebook) reach a running API
     sequence_model: str = "auto"  # train the sequence model: auto (when PyTorch is installed) or off
     train_minutes: float = 14.0  # time box of one training run (the sequence model gets what is left)
-    refine_batch: int = 500  # event log entries per batch of `nextwatch refine`
+    shards: int = 64  # user shards, each with its own event-log stream (and hash slot in a cluster)
+    write_replicas: int = 0  # replicas that must hold a watch before POST /watched answers 2xx
+    write_replicas_timeout_seconds: float = 0.5  # how long POST /watched waits for them
+    model_refresh_seconds: float = 1.0  # back-up poll of the current model version (pub/sub is first)
 
     @property
     def rate_limit_capacity(self) -> float:
@@ -109,6 +146,16 @@ class Settings:
         if self.rate_limit_burst is not None:
             return self.rate_limit_burst
         return max(1.0, 2 * self.rate_limit)
+
+    def environment(self) -> dict[str, str]:
+        """These settings as NEXTWATCH_* variables, which ``load_settings`` reads back to equal
+        settings: how `nextwatch serve` hands its flags to the worker processes."""
+        variables = {}
+        for field, (suffix, _parse, _meaning) in SETTINGS_SPEC.items():
+            value = getattr(self, field)
+            if value is not None:
+                variables[ENV_PREFIX + suffix] = repr(value) if isinstance(value, float) else str(value)
+        return variables
 
     def with_overrides(self, **overrides: Any) -> "Settings":
         return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
@@ -120,7 +167,9 @@ SETTINGS_SPEC: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "key_prefix": ("KEY_PREFIX", _key_prefix, "prefix of every Redis key nextwatch writes"),
     "host": ("HOST", _text, "address the API listens on"),
     "port": ("PORT", _integer(1, 65535), "port the API listens on"),
-    "workers": ("WORKERS", _integer(1, 64), "WSGI worker processes"),
+    "workers": ("WORKERS", _integer(1, 64), "API worker processes"),
+    "threads": ("THREADS", _integer(1, 256), "Python threads per API worker process (a Redis wait of one request "
+                                            "overlaps another's work)"),
     "history_length": ("HISTORY_LENGTH", _integer(1, 1000), "titles kept per user history"),
     "cache_top_k": ("CACHE_TOP_K", _integer(1, 100), "titles kept in a user's cached list"),
     "cache_ttl_seconds": ("CACHE_TTL", _integer(1, 30 * 86_400), "lifetime of a cached prediction"),
@@ -143,8 +192,15 @@ SETTINGS_SPEC: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "train_minutes": ("TRAIN_MINUTES", _number(float, 0.1, 24 * 60, unit=" minutes"),
                       "time box of one training run: the table always completes, the sequence model "
                       "trains in the time it leaves"),
-    "refine_batch": ("REFINE_BATCH", _integer(1, 100_000),
-                     "event log entries the refiner reads per batch (each user scored once per batch)"),
+    "shards": ("SHARDS", _integer(1, 1024),
+               "user shards, each with its own event-log stream and hash slot; fixed once data is written"),
+    "write_replicas": ("WRITE_REPLICAS", _integer(0, 16),
+                       "replicas that must hold a watch (Redis WAIT) before POST /watched answers 2xx"),
+    "write_replicas_timeout_seconds": ("WRITE_REPLICAS_TIMEOUT", _seconds(0.001, 60),
+                                       "how long POST /watched waits for NEXTWATCH_WRITE_REPLICAS replicas"),
+    "model_refresh_seconds": ("MODEL_REFRESH", _seconds(0, 3600),
+                              "how often serving processes poll the current model version (pub/sub tells them "
+                              "at once; this is the back-up); 0: read it on every request"),
 }
 
 

@@ -1,4 +1,4 @@
-"""create_app(): wires settings, store and service into a Flask app."""
+"""create_app(): the HTTP layer over the services that ``service.build_services`` builds."""
 
 from __future__ import annotations
 
@@ -6,38 +6,35 @@ import time
 
 from flask import Flask, g, request
 
-from .. import metrics
-from ..auth import AccessControl
-from ..service import RecommendationService
+from ..service import Services, build_services
 from ..settings import Settings, load_settings
 from ..store import Store
 from . import admin_routes, catalog_routes, errors, page_routes, routes
+from .inputs import MAX_BODY_BYTES
+from .responses import LatencyObserver
 from .serving_routes import ServingRoutes
 
-MAX_BODY_BYTES = 64 * 1024
 
-
-def create_app(settings: Settings | None = None, store: Store | None = None) -> Flask:
+def create_app(settings: Settings | None = None, store: Store | None = None,
+               services: Services | None = None) -> Flask:
     settings = settings or load_settings()
-    store = store or Store.from_settings(settings)
+    services = services or build_services(settings, store)
     app = Flask("nextwatch")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False
-    service = RecommendationService(settings, store)
-    access = AccessControl(settings, store)
-    app.extensions["nextwatch"] = service
-    app.extensions["nextwatch.access"] = access
+    app.extensions["nextwatch"] = services
     errors.register(app)
     app.register_blueprint(routes.blueprint)
     app.register_blueprint(admin_routes.blueprint)
     app.register_blueprint(catalog_routes.blueprint)
     app.register_blueprint(page_routes.blueprint)
-    _measure_latency(app)
-    app.wsgi_app = ServingRoutes(app.wsgi_app, service, access, MAX_BODY_BYTES)
+    latency = LatencyObserver()
+    _measure_latency(app, latency)
+    app.wsgi_app = ServingRoutes(app.wsgi_app, services, latency)
     return app
 
 
-def _measure_latency(app: Flask) -> None:
+def _measure_latency(app: Flask, latency: LatencyObserver) -> None:
     @app.before_request
     def start_timer():
         g.started = time.perf_counter()
@@ -47,7 +44,5 @@ def _measure_latency(app: Flask) -> None:
         started = g.pop("started", None)
         if started is not None:
             endpoint = request.url_rule.rule if request.url_rule else "unmatched"
-            metrics.request_latency.labels(endpoint, request.method, str(response.status_code)).observe(
-                time.perf_counter() - started
-            )
+            latency.observe(endpoint, request.method, response.status_code, started)
         return response

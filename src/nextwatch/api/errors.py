@@ -1,4 +1,4 @@
-"""One place that turns every error into a JSON body {"error": ..., "detail": ...}."""
+"""The Flask side of the one JSON error shape {"error": ..., "detail": ...} (responses.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
 from ..errors import NextwatchError
+from .responses import error_answer, http_error_answer
 
 log = logging.getLogger("nextwatch.api")
 
@@ -19,13 +20,17 @@ _HTTP_ERROR_NAMES = {
 }
 
 
+def _json(status: int, body: dict, headers: dict):
+    response = jsonify(body)
+    response.status_code = status
+    response.headers.update(headers)
+    return response
+
+
 def register(app: Flask) -> None:
     @app.errorhandler(NextwatchError)
     def nextwatch_error(error: NextwatchError):
-        response = jsonify(error.to_json())
-        response.status_code = error.status
-        response.headers.update(error.headers)
-        return response
+        return _json(*error_answer(error))
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):
@@ -33,15 +38,10 @@ def register(app: Flask) -> None:
         detail = error.description
         if error.code == 413:
             detail = f"request bodies are limited to {app.config['MAX_CONTENT_LENGTH']} bytes"
-        response = jsonify({"error": name, "detail": detail})
-        response.status_code = error.code
-        if error.code == 405:
-            response.headers["Allow"] = ", ".join(error.valid_methods or [])
-        return response
+        headers = {"Allow": ", ".join(error.valid_methods or [])} if error.code == 405 else {}
+        return _json(error.code, http_error_answer(name, detail), headers)
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception):
         log.exception("unhandled error")
-        response = jsonify({"error": "internal_error", "detail": "an unexpected error happened; see the server log"})
-        response.status_code = 500
-        return response
+        return _json(*error_answer(error))

@@ -10,12 +10,12 @@ import importlib.resources
 from flask import Blueprint, Response, current_app, jsonify
 
 from .. import metrics
-from ..service import RecommendationService
+from ..service import Services
 
 blueprint = Blueprint("nextwatch", __name__)
 
 
-def service() -> RecommendationService:
+def services() -> Services:
     return current_app.extensions["nextwatch"]
 
 
@@ -26,13 +26,13 @@ def healthz():
 
 @blueprint.get("/readyz")
 def readyz():
-    ready, reason = service().readiness()
+    ready, reason = services().admin.readiness()
     return jsonify({"status": "ready" if ready else "not_ready", "detail": reason}), 200 if ready else 503
 
 
 @blueprint.get("/metrics")
 def prometheus_metrics():
-    return Response(metrics.render(service().model_info), mimetype="text/plain; version=0.0.4; charset=utf-8")
+    return Response(metrics.render(services().admin.model_info), mimetype="text/plain; version=0.0.4; charset=utf-8")
 
 
 @blueprint.get("/openapi.json")

@@ -11,7 +11,7 @@ import time
 from ..settings import load_settings
 from .options import add_redis_option
 
-ROLES = ("write", "admin")  # auth.ROLES; repeated so `nextwatch --help` imports no store
+ROLES = ("write", "admin")  # service.access.ROLES; repeated so `nextwatch --help` imports no store
 
 
 def add_parser(subparsers):
@@ -32,21 +32,21 @@ def add_parser(subparsers):
 
 def run(args) -> int:
     settings = load_settings(redis_url=args.redis_url)
-    from .. import auth
+    from ..service import access
     from ..errors import NextwatchError
     from ..store import Store
 
     store = Store.from_settings(settings)
     try:
         if args.action == "add":
-            key = auth.issue_key(store, args.name, args.role)
+            key = access.issue_key(store, args.name, args.role)
             print(f"API key {args.name!r} (role {args.role}) created. It is shown only this once; keep it "
                   "secret. Send it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'.", file=sys.stderr)
             print(key, flush=True)
         elif args.action == "list":
             _list(store)
         else:
-            auth.validate_key_name(args.name)
+            access.validate_key_name(args.name)
             if not store.api_keys.revoke(args.name):
                 print(f"nextwatch keys: no API key is named {args.name!r}", file=sys.stderr)
                 return 1

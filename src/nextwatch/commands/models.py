@@ -28,11 +28,10 @@ def add_parser(subparsers):
 def run(args) -> int:
     settings = load_settings(redis_url=args.redis_url)
     from ..errors import NextwatchError
-    from ..service import RecommendationService
-    from ..store import Store
+    from ..service import build_services
 
-    store = Store.from_settings(settings)
-    service = RecommendationService(settings, store)
+    services = build_services(settings)
+    service = services.admin
     try:
         if args.action == "list":
             _list(service.models())
@@ -47,7 +46,7 @@ def run(args) -> int:
         print(f"nextwatch models: {problem.detail}", file=sys.stderr)
         return 1
     finally:
-        store.close()
+        services.close()
 
 
 def _list(registry: dict) -> None:

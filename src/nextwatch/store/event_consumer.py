@@ -62,7 +62,7 @@ def stream_id_order(stream_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-def _event(stream_id: str, fields: dict | None) -> dict | None:
+def decode_event(stream_id: str, fields: dict | None) -> dict | None:
     """The watch.lua fields as a dict, or None when the entry is gone or unusable."""
     if not fields:
         return None
@@ -165,7 +165,7 @@ class EventConsumer:
         for _stream, entries in reply or []:
             for raw_id, fields in entries:
                 stream_id = _text(raw_id)
-                delivered.append(Delivered(stream_id, _event(stream_id, fields)))
+                delivered.append(Delivered(stream_id, decode_event(stream_id, fields)))
         return delivered
 
     @translate_failures

@@ -1,39 +1,44 @@
-"""The event log: a capped Redis Stream of accepted watch events, read back for training."""
+"""The event log read back whole, for training: every shard's stream, oldest first per shard.
+
+A user's events all sit in one shard's stream (keys.py), so reading shard after shard keeps
+each user's order; training orders by timestamp anyway.
+"""
 
 from __future__ import annotations
 
 from typing import Iterator
 
-import redis
-
 from ..keys import Keys
 from .connection import translate_failures
+from .event_consumer import decode_event
 
 
 class EventLog:
-    def __init__(self, client: redis.Redis, keys: Keys):
+    def __init__(self, client, keys: Keys):
         self.client = client
         self.keys = keys
 
     @translate_failures
     def length(self) -> int:
-        return int(self.client.xlen(self.keys.event_log))
+        """Entries in every shard's stream (one pipeline: one round trip per node)."""
+        pipe = self.client.pipeline(transaction=False)
+        for stream in self.keys.event_logs():
+            pipe.xlen(stream)
+        return int(sum(pipe.execute()))
 
     @translate_failures
     def read_all(self, batch: int = 10_000) -> Iterator[dict]:
-        """Every event in the stream, oldest first, as dicts with user_id, content_id,
-        timestamp (float seconds) and the stream id."""
-        start = "-"
-        while True:
-            entries = self.client.xrange(self.keys.event_log, min=start, max="+", count=batch)
-            for stream_id, fields in entries:
-                yield {
-                    "user_id": fields[b"user_id"].decode(),
-                    "content_id": fields[b"content_id"].decode(),
-                    "timestamp": float(fields[b"ts"]),
-                    "event_id": fields.get(b"event_id", b"").decode() or None,
-                    "stream_id": stream_id.decode(),
-                }
-            if len(entries) < batch:
-                return
-            start = "(" + entries[-1][0].decode()
+        """Every event in every shard's stream, shard by shard, oldest first within a shard, as
+        dicts with user_id, content_id, timestamp (float seconds), event_id and stream id.
+        Entries that cannot be read as events are skipped."""
+        for stream in self.keys.event_logs():
+            start = "-"
+            while True:
+                entries = self.client.xrange(stream, min=start, max="+", count=batch)
+                for raw_id, fields in entries:
+                    event = decode_event(raw_id.decode(), fields)
+                    if event is not None:
+                        yield event
+                if len(entries) < batch:
+                    break
+                start = "(" + entries[-1][0].decode()

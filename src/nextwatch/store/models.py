@@ -58,6 +58,18 @@ class ModelStore:
         if self.client.zscore(self.keys.model_registry, str(version)) is None:
             raise KeyError(f"model version {version} is not published")
         self.client.set(self.keys.current_model, version)
+        self._announce(version)
+
+    def _announce(self, version: int) -> None:
+        """Tell serving processes at once (they also poll, so a lost message only delays)."""
+        self.client.publish(self.keys.model_switches, str(version))
+
+    @translate_failures
+    def listen_for_switches(self) -> "ModelSwitches":
+        """A subscription to version switches, on its own connection (see ``ModelSwitches``)."""
+        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(self.keys.model_switches)
+        return ModelSwitches(pubsub)
 
     @translate_failures
     def rollback(self) -> int:
@@ -77,8 +89,10 @@ class ModelStore:
             pipe.set(self.keys.current_model, older[-1])
             return older[-1]
 
-        return self.client.transaction(switch_back, self.keys.current_model, self.keys.model_registry,
-                                       value_from_callable=True)
+        version = self.client.transaction(switch_back, self.keys.current_model, self.keys.model_registry,
+                                          value_from_callable=True)
+        self._announce(version)
+        return version
 
     @translate_failures
     def versions(self) -> list[int]:
@@ -120,3 +134,27 @@ class ModelStore:
                 continue  # kept, or possibly still being written by another publisher
             self.client.unlink(key)
         return removed
+
+
+class ModelSwitches:
+    """Versions announced by ``activate``/``rollback``/``publish``, as they come."""
+
+    def __init__(self, pubsub):
+        self._pubsub = pubsub
+
+    @translate_failures
+    def next_version(self, timeout: float) -> int | None:
+        """The version of the next switch announced within ``timeout`` seconds, else None."""
+        message = self._pubsub.get_message(timeout=timeout)
+        if message is None or message.get("type") != "message":
+            return None
+        try:
+            return int(message["data"])
+        except (TypeError, ValueError):
+            return None
+
+    def close(self) -> None:
+        try:
+            self._pubsub.close()
+        except Exception:  # noqa: BLE001 - closing a broken connection must not raise
+            pass

@@ -7,23 +7,25 @@ history or the model changes, even when two watches of one user race each other.
 instead of a version and a CRC keeps a top-10 entry at 44 bytes, the largest value Redis stores
 in one allocation with its object (an "embstr"): 16 bytes a user less. Binary
 codes keep a 50-title history in ~200 bytes, a third of the same history as a list of strings.
+
+Every method returns typed values (numpy code arrays, the dataclasses below), never Redis bytes.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import importlib.resources
+import json
 import zlib
-from typing import Sequence
 
 import numpy as np
 import redis
 
+from ..errors import ReplicasBehind, StoreUnavailable
 from ..keys import Keys
 from ..settings import Settings
-from .connection import translate_failures
+from .connection import is_cluster, translate_failures
 
 CODE = np.dtype("<u4")
 
@@ -63,11 +65,10 @@ class CachedPrediction:
 
 @dataclasses.dataclass(frozen=True)
 class UserState:
-    """What one GET of a user's keys returns: enough to answer from cache or to recompute."""
+    """What one read of a user's keys returns: enough to answer from cache or to recompute."""
 
     cached: CachedPrediction | None
     history: np.ndarray
-    model_version: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,64 +90,58 @@ class PendingWatch:
 
 
 @dataclasses.dataclass(frozen=True)
-class RecordedWatch:
-    duplicate_answer: bytes | None  # the stored answer, or the pending marker, of an event id seen before
-    history: np.ndarray
-    previous: CachedPrediction | None
-    model_version: int
-    stream_id: str | None
+class RepeatedEvent:
+    """An event id seen before: the answer stored for it, or, while the request that recorded
+    it has not stored one, what that answer is computed from (``pending``; None for a marker of
+    an older version that cannot be read)."""
+
+    answer: dict | None
+    pending: PendingWatch | None
 
 
 @dataclasses.dataclass(frozen=True)
-class RefinedPrediction:
-    """A prediction computed off the request path (by the refiner), with the history it was
-    computed from: it is cached only while that history is still the user's."""
-
-    user_id: str
-    history: np.ndarray
-    codes: list[int]
+class RecordedWatch:
+    history: np.ndarray  # after the append
+    previous: CachedPrediction | None  # what was cached before this watch
+    stream_id: str
 
 
-def _version(raw) -> int:
-    return int(raw) if raw else 0
-
-
-@functools.cache
-def _refine_script() -> tuple[str, str]:
-    """refine.lua's source and SHA-1, for EVALSHA in a pipeline."""
-    source = importlib.resources.files(__package__).joinpath("refine.lua").read_text()
+def _script(name: str) -> tuple[str, str]:
+    """A Lua script's source and SHA-1, for EVALSHA in a pipeline."""
+    source = importlib.resources.files(__package__).joinpath(name).read_text()
     return source, hashlib.sha1(source.encode()).hexdigest()
 
 
 class UserStore:
-    def __init__(self, client: redis.Redis, keys: Keys, settings: Settings):
+    def __init__(self, client, keys: Keys, settings: Settings):
         self.client = client
         self.keys = keys
         self.settings = settings
-        source = importlib.resources.files(__package__).joinpath("watch.lua").read_text()
-        self._watch_script = client.register_script(source)
+        self._watch_source, self._watch_sha = _script("watch.lua")
+        self._watch_script = client.register_script(self._watch_source)
 
     @translate_failures
     def read(self, user_id: str) -> UserState:
-        """One round trip: the cached prediction, the history and the current model version."""
-        cached, history, version = self.client.mget(
-            self.keys.prediction(user_id), self.keys.history(user_id), self.keys.current_model
-        )
-        return UserState(CachedPrediction.decode(cached), decode_codes(history), _version(version))
+        """One round trip (both keys sit in the user's slot): cached prediction and history."""
+        cached, history = self.client.mget(self.keys.prediction(user_id), self.keys.history(user_id))
+        return UserState(CachedPrediction.decode(cached), decode_codes(history))
 
     @translate_failures
-    def record_watch(
-        self, user_id: str, content_id: str, code: int, timestamp: float, event_id: str | None
-    ) -> RecordedWatch:
+    def record_watch(self, user_id: str, content_id: str, code: int, timestamp: float, event_id: str | None,
+                     model_version: int = 0) -> RecordedWatch | RepeatedEvent:
         """One round trip (a Lua script): append to history, invalidate the cached prediction,
-        append to the event log, and hand back what scoring needs."""
+        append to the shard's event log, and hand back what scoring needs (``model_version``:
+        the version the caller predicts with, kept in an event id's pending marker). With
+        ``write_replicas``, the same round trip then WAITs for that many replicas (same
+        connection, so WAIT covers this script's writes) and raises ReplicasBehind if they did
+        not confirm in time."""
         keys = [
             self.keys.history(user_id),
             self.keys.prediction(user_id),
-            self.keys.event_log,
-            self.keys.current_model,
+            self.keys.user_event_log(user_id),
             self.keys.event_id(user_id, event_id or "-"),
         ]
+        durable = self.settings.write_replicas > 0
         args = [
             encode_codes([code]),
             self.settings.history_length * CODE.itemsize,
@@ -155,32 +150,61 @@ class UserStore:
             repr(timestamp),
             event_id or "",
             self.settings.event_id_ttl_seconds,
-            self.settings.event_log_max_length,
+            max(1, self.settings.event_log_max_length // self.keys.shards),
+            model_version,
+            "1" if durable else "0",
         ]
-        reply = self._watch_script(keys=keys, args=args)
+        if durable:
+            reply = self._record_and_wait(keys, args)
+        else:
+            reply = self._watch_script(keys=keys, args=args)
         if reply[0] == b"duplicate":
-            return RecordedWatch(reply[1], np.empty(0, CODE), None, _version(reply[2]), None)
-        _, history, previous, version, stream_id = reply
-        return RecordedWatch(
-            None, decode_codes(history), CachedPrediction.decode(previous), _version(version), stream_id.decode()
-        )
+            return _repeated(reply[1])
+        _, history, previous, stream_id = reply
+        return RecordedWatch(decode_codes(history), CachedPrediction.decode(previous), stream_id.decode())
+
+    def _record_and_wait(self, keys: list, args: list):
+        """The watch script and WAIT on one connection of the node holding the user's slot."""
+        replicas = self.settings.write_replicas
+        timeout_ms = max(1, int(self.settings.write_replicas_timeout_seconds * 1000))
+        for attempt in range(2):
+            node_client = self._node_client(keys[0])
+            pipe = node_client.pipeline(transaction=False)
+            pipe.evalsha(self._watch_sha, len(keys), *keys, *args)
+            pipe.execute_command("WAIT", replicas, timeout_ms)
+            reply, confirmed = pipe.execute(raise_on_error=False)
+            if isinstance(reply, redis.exceptions.NoScriptError):
+                node_client.script_load(self._watch_source)  # nothing ran: the WAIT waited for nothing
+                continue
+            if isinstance(reply, redis.ResponseError) and str(reply).startswith(("MOVED", "ASK")) and attempt == 0:
+                self.client.nodes_manager.initialize()  # the slot moved: learn the new map, once
+                continue
+            if isinstance(reply, Exception):
+                raise reply
+            if isinstance(confirmed, Exception):
+                raise confirmed
+            if int(confirmed) < replicas:
+                raise ReplicasBehind(f"the watch is recorded but only {int(confirmed)} of {replicas} replicas "
+                                     f"confirmed it within {timeout_ms} ms; retry with the same event_id",
+                                     retry_after_seconds=1)
+            return reply
+        raise StoreUnavailable("the watch script could not be run on the node of the user's slot")
+
+    def _node_client(self, key: str):
+        """A client for the one Redis that holds ``key``: itself on a single Redis."""
+        if not is_cluster(self.client):
+            return self.client
+        node = self.client.get_node_from_key(key)
+        return self.client.get_redis_connection(node)
 
     @translate_failures
-    def save_prediction(
-        self,
-        user_id: str,
-        model_version: int,
-        history: np.ndarray,
-        codes,
-        answer: tuple[str, bytes] | None = None,
-        after_watch: bool = False,
-    ) -> None:
+    def save_prediction(self, user_id: str, model_version: int, history: np.ndarray, codes,
+                        answer: tuple[str, dict] | None = None, after_watch: bool = False) -> None:
         """One round trip: cache the prediction (with its TTL) and, for an event id, the answer
-        that a retry of the same event gets.
+        that a retry of the same event gets (both keys in the user's slot).
 
         ``after_watch``: the watch just recorded deleted the user's entry, so one that is there
-        now was written since, by the refiner (the blend for this same history, which must not
-        be replaced by the table's answer) or for a newer watch: SET NX leaves it."""
+        now was written since, for a newer watch: SET NX leaves it."""
         prediction = CachedPrediction.encode(model_version, history, codes)
         key, ttl = self.keys.prediction(user_id), self.settings.cache_ttl_seconds
         if answer is None:  # one command needs no pipeline object (measurably cheaper)
@@ -189,51 +213,21 @@ class UserStore:
         event_id, body = answer
         pipe = self.client.pipeline(transaction=False)
         pipe.set(key, prediction, ex=ttl, nx=after_watch)
-        pipe.set(self.keys.event_id(user_id, event_id), body, ex=self.settings.event_id_ttl_seconds)
+        pipe.set(self.keys.event_id(user_id, event_id), _answer_bytes(body), ex=self.settings.event_id_ttl_seconds)
         pipe.execute()
 
     @translate_failures
-    def save_answer(self, user_id: str, event_id: str, body: bytes) -> None:
+    def save_answer(self, user_id: str, event_id: str, body: dict) -> None:
         """The answer to an event id, for its later retries (see ``save_prediction``)."""
-        self.client.set(self.keys.event_id(user_id, event_id), body, ex=self.settings.event_id_ttl_seconds)
+        self.client.set(self.keys.event_id(user_id, event_id), _answer_bytes(body),
+                        ex=self.settings.event_id_ttl_seconds)
 
-    @translate_failures
-    def histories(self, user_ids: Sequence[str]) -> tuple[int, list[np.ndarray]]:
-        """One round trip: the current model version and each user's history (empty if none)."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.get(self.keys.current_model)
-        for user_id in user_ids:
-            pipe.get(self.keys.history(user_id))
-        version, *histories = pipe.execute()
-        return _version(version), [decode_codes(raw) for raw in histories]
 
-    @translate_failures
-    def save_refined(self, model_version: int, refined: Sequence[RefinedPrediction]) -> list[bool]:
-        """One round trip (a pipeline of refine.lua calls): cache each prediction with
-        ``save_prediction``'s TTL, but only where the user's history is still exactly the one it
-        was computed from and ``model_version`` is still the current model. True where written;
-        False where a newer watch or model came first (its entry is left as it is)."""
-        if not refined:
-            return []
-        replies = self._run_refine_script(model_version, refined)
-        if any(isinstance(reply, redis.exceptions.NoScriptError) for reply in replies):
-            # A restarted or flushed Redis forgot the script. Running every call again is safe:
-            # each one checks before it writes.
-            self.client.script_load(_refine_script()[0])
-            replies = self._run_refine_script(model_version, refined)
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        return [int(reply) == 1 for reply in replies]
+def _answer_bytes(body: dict) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
 
-    def _run_refine_script(self, model_version: int, refined: Sequence[RefinedPrediction]) -> list:
-        sha = _refine_script()[1]
-        pipe = self.client.pipeline(transaction=False)
-        for prediction in refined:
-            history = np.asarray(prediction.history, dtype=CODE)
-            keys = [self.keys.history(prediction.user_id), self.keys.prediction(prediction.user_id),
-                    self.keys.current_model]
-            args = [history.tobytes(), model_version,
-                    CachedPrediction.encode(model_version, history, prediction.codes), self.settings.cache_ttl_seconds]
-            pipe.evalsha(sha, len(keys), *keys, *args)
-        return pipe.execute(raise_on_error=False)
+
+def _repeated(stored: bytes) -> RepeatedEvent:
+    if stored.startswith(b"pending"):
+        return RepeatedEvent(None, PendingWatch.decode(stored))
+    return RepeatedEvent(json.loads(stored), None)

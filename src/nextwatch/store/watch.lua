@@ -1,19 +1,29 @@
 -- Record one watch event for one user, atomically, in one round trip.
--- KEYS[1] history   KEYS[2] cached prediction   KEYS[3] event log stream
--- KEYS[4] current model pointer   KEYS[5] event-id answer key (only read/written if ARGV[6] ~= '')
+-- KEYS[1] history   KEYS[2] cached prediction   KEYS[3] the event log stream of the user's shard
+-- KEYS[4] event-id answer key (only read/written if ARGV[6] ~= '')
+-- Every key carries the user's shard tag: one hash slot, so this runs on one Redis Cluster node.
 -- ARGV[1] title code as 4 little-endian bytes   ARGV[2] history cap in bytes
 -- ARGV[3] user id   ARGV[4] content id   ARGV[5] timestamp (unix seconds)
 -- ARGV[6] event id or ''   ARGV[7] event-id TTL seconds   ARGV[8] event log cap (approximate)
--- Returns {'duplicate', stored answer or pending marker, model version}
---      or {'recorded', history after the append, previous cached prediction, model version, stream id}
+-- ARGV[9] the model version the caller will predict with (for the pending marker)
+-- ARGV[10] '1' when the caller then WAITs for replicas: a duplicate then writes too (the event
+--          id's TTL, unchanged), so that the WAIT covers the original event's replication
+-- Returns {'duplicate', stored answer or pending marker}
+--      or {'recorded', history after the append, previous cached prediction, stream id}
 -- The pending marker is 'pending:<timestamp>:<model version>:<history after the append>': all
 -- the answer is computed from, so that a retry can give the same answer if the request that
 -- recorded the event never stored it (Redis or the worker went away in between).
 -- No key name or command text is built from user input: keys come in KEYS, values in ARGV.
 if ARGV[6] ~= '' then
-  local answered = redis.call('GET', KEYS[5])
+  local answered = redis.call('GET', KEYS[4])
   if answered then
-    return {'duplicate', answered, redis.call('GET', KEYS[4]) or false}
+    if ARGV[10] == '1' then
+      local left = redis.call('PTTL', KEYS[4])
+      if left > 0 then
+        redis.call('PEXPIRE', KEYS[4], left)
+      end
+    end
+    return {'duplicate', answered}
   end
 end
 local previous = redis.call('GET', KEYS[2])
@@ -24,15 +34,14 @@ if #history > cap then
 end
 redis.call('SET', KEYS[1], history)
 redis.call('DEL', KEYS[2])
-local version = redis.call('GET', KEYS[4]) or false
 local fields = {'user_id', ARGV[3], 'content_id', ARGV[4], 'ts', ARGV[5]}
 if ARGV[6] ~= '' then
   table.insert(fields, 'event_id')
   table.insert(fields, ARGV[6])
   -- Claimed now so that a retry racing this request is not recorded twice; the answer
   -- replaces this marker once the prediction is computed.
-  local marker = 'pending:' .. ARGV[5] .. ':' .. (version or '0') .. ':' .. history
-  redis.call('SET', KEYS[5], marker, 'EX', tonumber(ARGV[7]))
+  local marker = 'pending:' .. ARGV[5] .. ':' .. ARGV[9] .. ':' .. history
+  redis.call('SET', KEYS[4], marker, 'EX', tonumber(ARGV[7]))
 end
 local stream_id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[8], '*', unpack(fields))
-return {'recorded', history, previous or false, version, stream_id}
+return {'recorded', history, previous or false, stream_id}

@@ -14,11 +14,10 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from typing import Callable, Mapping
+from typing import Callable
 
-from .errors import InvalidInput, NotFound
-from .ids import validate_id
-from .store import Store
+from ..errors import NotFound
+from ..store import Store
 
 DEFAULT_LIMIT = 24
 MAX_LIMIT = 100
@@ -60,50 +59,14 @@ class Title:
 
 @dataclasses.dataclass(frozen=True)
 class TitleQuery:
-    """What GET /titles asks for. ``text`` and ``genre`` are case-folded; ``ids`` None means
-    the whole catalog."""
+    """What GET /titles asks for (api/inputs.py parses it). ``text`` and ``genre`` are
+    case-folded; ``ids`` None means the whole catalog."""
 
     page: int = 1
     limit: int = DEFAULT_LIMIT
     text: str = ""
     genre: str = ""
     ids: tuple[str, ...] | None = None
-
-    @classmethod
-    def parse(cls, args: Mapping[str, str]) -> "TitleQuery":
-        """The query from raw query-string values; InvalidInput names the rule a value broke."""
-        ids = args.get("ids")
-        if ids is not None:
-            # Not checked against the id rules: a text that is no id is simply not in the
-            # catalog, and importers may have stored ids that POST /watched would refuse.
-            parts = ids.split(",")
-            if len(parts) > MAX_IDS:
-                raise InvalidInput(f"ids may list at most {MAX_IDS} titles, got {len(parts)}", error="invalid_ids")
-            ids = tuple(dict.fromkeys(part.strip() for part in parts if part.strip()))
-        return cls(
-            page=_whole(args.get("page"), "page", 1, MAX_PAGE, 1),
-            limit=_whole(args.get("limit"), "limit", 1, MAX_LIMIT, DEFAULT_LIMIT),
-            text=_text(args.get("q"), "q", MAX_TEXT_LENGTH),
-            genre=_text(args.get("genre"), "genre", MAX_GENRE_LENGTH),
-            ids=ids,
-        )
-
-
-def _whole(raw: str | None, name: str, low: int, high: int, default: int) -> int:
-    # isascii: str.isdigit() also accepts digits such as '²' that int() refuses.
-    if raw is None:
-        return default
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= len(str(high)) and low <= int(raw) <= high):
-        raise InvalidInput(f"{name} must be a whole number from {low} to {high}, got {raw[:20]!r}",
-                           error=f"invalid_{name}")
-    return int(raw)
-
-
-def _text(raw: str | None, name: str, max_length: int) -> str:
-    raw = raw or ""
-    if len(raw) > max_length:  # before stripping: the documented bound is on what was sent
-        raise InvalidInput(f"{name} must be at most {max_length} characters, got {len(raw)}", error=f"invalid_{name}")
-    return raw.strip().casefold()
 
 
 class CatalogSnapshot:
@@ -184,8 +147,7 @@ class CatalogService:
             "pages": -(-total // query.limit),
         }
 
-    def title(self, content_id) -> dict:
-        content_id = validate_id(content_id, "content_id")
+    def title(self, content_id: str) -> dict:
         registered, info = self.store.catalog.describe(content_id)
         if not registered and info is None:
             raise NotFound(f"no title {content_id!r} in the catalog", error="unknown_title")

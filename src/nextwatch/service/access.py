@@ -21,9 +21,9 @@ import secrets
 import threading
 import time
 
-from .errors import Forbidden, InvalidInput, RateLimited, StoreUnavailable, Unauthorized
-from .settings import Settings
-from .store import ApiKeyRecord, Store
+from ..errors import Forbidden, InvalidInput, RateLimited, StoreUnavailable, Unauthorized
+from ..settings import Settings
+from ..store import ApiKeyRecord, Store
 
 WRITE = "write"
 ADMIN = "admin"
