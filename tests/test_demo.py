@@ -200,8 +200,9 @@ def test_demo_runs_the_compose_processes_and_ctrl_c_stops_every_one(tmp_path):
         pids = {name: (int(pid), rest) for name, pid, rest in PID_LINE.findall(output)}
         assert {"API", "page", "metrics", "Prometheus UI", "Spark master UI", "Spark worker UI"} <= set(urls), output
         assert urls["API"][1] == port
-        assert {"redis-server", "api", "trainer", "archiver", "refiner", "prometheus", "spark-master",
+        assert {"redis-server", "api", "trainer", "archiver", "prometheus", "spark-master",
                 "spark-worker"} <= set(pids)
+        assert "refiner" not in pids  # watches are answered with the blend: nothing refines later
 
         # Every printed URL answers; the API and Prometheus through their health routes.
         for label, (url, _port) in urls.items():
@@ -225,11 +226,9 @@ def test_demo_runs_the_compose_processes_and_ctrl_c_stops_every_one(tmp_path):
         alerts = yaml.safe_load((PROMETHEUS_YML.parent / "alerts.yml").read_text())["groups"]
         assert {r["name"] for g in rules for r in g["rules"]} == {r["alert"] for g in alerts for r in g["rules"]}
 
-        # The trainer (on the compose schedule, on the demo's Spark master), the archiver and the
-        # refiner run.
-        trainer, archiver, refiner = pids["trainer"][0], pids["archiver"][0], pids["refiner"][0]
-        assert alive(trainer) and alive(archiver) and alive(refiner)
-        assert "nextwatch.cli refine" in command_line(refiner)
+        # The trainer (on the compose schedule, on the demo's Spark master) and the archiver run.
+        trainer, archiver = pids["trainer"][0], pids["archiver"][0]
+        assert alive(trainer) and alive(archiver)
         assert "train --every 15m --spark-master spark://127.0.0.1:" in command_line(trainer)
         assert f"archive --out {data_dir / 'archive'}" in command_line(archiver)
         watched = requests.post(f"http://127.0.0.1:{port}/watched", json={"user_id": "U1", "content_id": "C1010"},
@@ -301,12 +300,11 @@ def test_the_plan_runs_the_compose_stacks_nextwatch_commands_with_the_demos_redi
                           deploy_dir=None, notebooks_dir=None, search_path=str(nothing))
     plan = _plan(layout, Settings(), DemoOptions(spark_cluster=False))
     background = {part.name: part for part in plan.background}
-    assert set(background) == {"trainer", "archiver", "refiner"}
+    assert set(background) == {"trainer", "archiver"}
     for part in [*background.values(), plan.api]:
         assert part.command[1:3] == ["-m", "nextwatch.cli"]
         assert part.env["NEXTWATCH_REDIS_URL"] == layout.redis_url
-    assert background["refiner"].command[3:] == ["refine"]
-    assert background["refiner"].log == layout.logs / "refiner.log"
+    assert background["archiver"].command[3:5] == ["archive", "--out"]
 
 
 IGNORES_SIGTERM = """

@@ -32,7 +32,7 @@ DOCKERFILE = ROOT / "Dockerfile"
 PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 
 # The services that run our image with a `nextwatch` subcommand, and which subcommand.
-NEXTWATCH_SERVICES = {"api": "serve", "trainer": "train", "archiver": "archive", "refiner": "refine"}
+NEXTWATCH_SERVICES = {"api": "serve", "trainer": "train", "archiver": "archive"}
 SPARK_MASTER_URL = "spark://spark-master:7077"
 ARCHIVE = "/data/archive"
 # Container port each service listens on (published on the same host port).
@@ -102,7 +102,7 @@ def test_compose_file_is_valid_with_defaults_and_with_the_example_env(tmp_path):
 
 
 def test_the_expected_services_are_there(services):
-    assert set(services) == {"redis", "api", "spark-master", "spark-worker", "trainer", "archiver", "refiner",
+    assert set(services) == {"redis", "api", "spark-master", "spark-worker", "trainer", "archiver",
                              "jupyter", "prometheus", "grafana", "redis-exporter"}
 
 
@@ -120,8 +120,6 @@ def test_service_runs_a_real_nextwatch_command(services, name):
         assert args.events == [ARCHIVE]
     if name == "archiver":
         assert args.out == ARCHIVE
-    if name == "refiner":  # the defaults: its own consumer group, the batch from the settings
-        assert (args.group, args.batch, args.once) == ("refiner", None, False)
 
 
 def test_spark_services_form_one_standalone_cluster(services):
@@ -238,7 +236,6 @@ def test_services_start_after_what_they_need_is_healthy(services):
         "spark-worker": {"spark-master"},
         "trainer": {"redis", "spark-master", "spark-worker"},
         "archiver": {"redis"},
-        "refiner": {"redis"},
         "jupyter": {"redis", "spark-master"},
         "grafana": {"prometheus"},
         "redis-exporter": {"redis"},
@@ -297,16 +294,6 @@ def test_archiver_is_healthy_while_it_reaches_redis_and_the_archive(services, se
     unreachable = {**reachable, "NEXTWATCH_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
                    "NEXTWATCH_REDIS_TIMEOUT": "0.2"}
     assert run_healthcheck(archiver, unreachable) == 1
-
-
-def test_refiner_is_healthy_while_it_reaches_redis(services, settings, redis_client):
-    refiner = services["refiner"]
-    assert refiner["environment"] == services["archiver"]["environment"]  # the same stack settings
-    assert run_healthcheck(refiner, {"NEXTWATCH_REDIS_URL": settings.redis_url}) == 0
-    from nextwatch.localstack.redis_server import free_port
-
-    unreachable = {"NEXTWATCH_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "NEXTWATCH_REDIS_TIMEOUT": "0.2"}
-    assert run_healthcheck(refiner, unreachable) == 1
 
 
 # ---- the Dockerfile ---------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Imports point one way (shared/STYLE.md): only store/ talks to redis, only api/ to flask,
-only training/ to pyspark; the model imports none of them; serving never imports training."""
+only training/ to pyspark, only server.py to granian; api -> service -> store/model, so the API
+never reaches the store, training never imports serving, the model imports nothing above it."""
 
 import ast
 from pathlib import Path
@@ -8,8 +9,17 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "nextwatch"
 
 # third-party module -> the sub-package (or module) allowed to import it
 OWNERS = {"redis": {"store"}, "flask": {"api"}, "werkzeug": {"api"}, "pyspark": {"training"},
-          "gunicorn": {"server.py"}}
-SERVING = {"api", "service.py", "catalog_service.py", "store", "model", "server.py"}
+          "granian": {"server.py"}}
+SERVING = {"api", "service", "store", "model", "server.py"}
+# layer -> the nextwatch layers it must never import
+FORBIDDEN = {
+    "api": {"store", "training", "evaluation"},
+    "service": {"api", "training", "evaluation", "server"},
+    "store": {"api", "service", "training", "server"},
+    "model": {"api", "service", "store", "training", "evaluation", "server", "datasets"},
+    "training": {"api", "service", "server"},
+    "evaluation": {"api", "service", "store", "training", "server"},
+}
 
 
 def imports_of(path: Path) -> set[str]:
@@ -55,7 +65,19 @@ def test_serving_never_imports_training_and_model_is_pure():
     assert wrong == []
 
 
+def test_layers_point_one_way():
+    wrong = []
+    for path in PACKAGE.rglob("*.py"):
+        layer = home_of(path).removesuffix(".py")
+        for name in imports_of(path):
+            parts = name.split(".")
+            if parts[0] == "nextwatch" and len(parts) > 1 and parts[1] in FORBIDDEN.get(layer, ()):
+                wrong.append(f"{path.relative_to(PACKAGE)} ({layer}) imports {name}")
+    assert wrong == []
+
+
 def test_the_check_sees_imports():
     """Guard against a walker that finds nothing: the store really imports redis."""
     assert "redis" in imports_of(PACKAGE / "store" / "connection.py")
     assert "nextwatch.errors" in imports_of(PACKAGE / "store" / "connection.py")
+    assert "nextwatch.service" in imports_of(PACKAGE / "api" / "app.py")

@@ -90,7 +90,11 @@ def granian_server(settings: Settings, target: str = "nextwatch.server:build_app
     )
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings, before_start=None) -> None:
+    """Serve until SIGTERM or Ctrl-C. ``before_start(settings)`` runs once the metrics are set
+    up (anything it imports may create metrics) and before the workers start."""
     prepare_multiprocess_metrics()
     os.environ.update(settings.environment())
+    if before_start is not None:
+        before_start(settings)
     granian_server(settings).serve()

@@ -8,15 +8,16 @@ from flask import Flask, g, request
 
 from ..service import Services, build_services
 from ..settings import Settings, load_settings
-from ..store import Store
 from . import admin_routes, catalog_routes, errors, page_routes, routes
 from .inputs import MAX_BODY_BYTES
 from .responses import LatencyObserver
 from .serving_routes import ServingRoutes
 
 
-def create_app(settings: Settings | None = None, store: Store | None = None,
-               services: Services | None = None) -> Flask:
+def create_app(settings: Settings | None = None, store=None, services: Services | None = None) -> Flask:
+    """The app for ``settings`` (read from the environment if None), over ``services``, or
+    over services built on ``store`` (a ``nextwatch.store.Store``; built from the settings if
+    None)."""
     settings = settings or load_settings()
     services = services or build_services(settings, store)
     app = Flask("nextwatch")

@@ -20,8 +20,7 @@ def run(args) -> int:
                              threads=args.threads)
     from ..server import serve
 
-    print_api_key_notice(settings)
-    serve(settings)
+    serve(settings, before_start=print_api_key_notice)
     return 0
 
 

@@ -2,7 +2,7 @@
 
 A private redis-server (AOF on, data in the data folder), the generated demo catalog and watch
 history, the Spark master and worker, the trainer on its schedule (its first run is the first
-model), the archiver, the refiner, the API under gunicorn, Prometheus with the compose stack's
+model), the archiver, the API (granian), Prometheus with the compose stack's
 scrape and alert config, and redis_exporter, JupyterLab and Grafana when they are installed.
 What is not installed is skipped with a line saying how to get it. A second run reuses the data
 and the published model and serves within seconds. Ctrl-C stops every process it started.
@@ -152,7 +152,6 @@ def _plan(layout: parts.Layout, settings: Settings, options: DemoOptions) -> _Pl
                                               f"in local mode ({spark_master})"))
     add(parts.trainer(layout, options.train_every, spark_master))
     add(parts.archiver(layout))
-    add(parts.refiner(layout))
     add(parts.redis_exporter(layout))
     api = parts.api(layout, settings.host, settings.workers)
     dropped: dict[str, list[str]] = {}

@@ -111,11 +111,6 @@ def archiver(layout: Layout) -> Part:
                 {"NEXTWATCH_REDIS_URL": layout.redis_url}, log=layout.logs / "archiver.log")
 
 
-def refiner(layout: Layout) -> Part:
-    return Part("refiner", _nextwatch("refine"), {"NEXTWATCH_REDIS_URL": layout.redis_url},
-                log=layout.logs / "refiner.log")
-
-
 DEMO_TRAIN_MINUTES = "4"
 
 
