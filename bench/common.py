@@ -25,6 +25,7 @@ from nextwatch.keys import Keys
 from nextwatch.localstack.redis_server import RedisServer, free_port
 from nextwatch.localstack.supervisor import Supervisor, http_ok
 from nextwatch.model import NextTitleModel
+from nextwatch.model.sequence import SequenceModel
 from nextwatch.settings import Settings
 from nextwatch.store.users import CachedPrediction, encode_codes
 
@@ -89,8 +90,9 @@ def real_server_command(port: int, workers: int) -> list[str]:
             "--workers", str(workers)]
 
 
-def bare_server_command(port: int, workers: int) -> list[str]:
-    return [sys.executable, str(BENCH_DIR / "bare_app.py"), "--port", str(port), "--workers", str(workers)]
+def bare_server_command(port: int, workers: int, server: str = "granian") -> list[str]:
+    return [sys.executable, str(BENCH_DIR / "bare_app.py"), "--port", str(port), "--workers", str(workers),
+            "--server", server]
 
 
 # -- synthetic catalog, model and users --------------------------------------------------------
@@ -99,7 +101,7 @@ def title_ids(count: int) -> list[str]:
     return [f"T{i:05d}" for i in range(count)]
 
 
-def synthetic_model(titles: int, neighbours: int, seed: int) -> NextTitleModel:
+def synthetic_model(titles: int, neighbours: int, seed: int, sequence: bool = False) -> NextTitleModel:
     """A Zipf-like popularity and, per title, ``neighbours`` distinct next titles drawn by
     popularity (Gumbel top-k, so no Python loop per title), scores falling with rank."""
     rng = np.random.default_rng(seed)
@@ -114,14 +116,19 @@ def synthetic_model(titles: int, neighbours: int, seed: int) -> NextTitleModel:
     scores = np.sort(rng.random((titles, neighbours), dtype=np.float32), axis=1)[:, ::-1]
     scores /= scores.sum(axis=1, keepdims=True)
     offsets = np.arange(titles + 1, dtype=np.int64) * neighbours
-    return NextTitleModel(popularity, offsets, codes.ravel(), scores.ravel().copy())
+    network = SequenceModel.random(titles, dim=64, blocks=2, max_length=50, seed=seed) if sequence else None
+    return NextTitleModel(popularity, offsets, codes.ravel(), scores.ravel().copy(), sequence=network,
+                          sequence_weight=16.0 if sequence else 0.0)
 
 
-def publish_synthetic_model(store, titles: int = 5_000, neighbours: int = 50, seed: int = 1) -> NextTitleModel:
-    """Register T00000.. (in order, so code == index) and publish the model through the store."""
+def publish_synthetic_model(store, titles: int = 5_000, neighbours: int = 50, seed: int = 1,
+                            sequence: bool = False) -> NextTitleModel:
+    """Register T00000.. (in order, so code == index) and publish the model through the store;
+    ``sequence``: with a random sequence network of the shipped shape (its cost is that of a
+    trained one)."""
     codes = store.catalog.register(title_ids(titles))
     assert codes == list(range(titles)), "the catalog was not empty"
-    model = synthetic_model(titles, neighbours, seed)
+    model = synthetic_model(titles, neighbours, seed, sequence)
     store.models.publish(model)
     return model
 
@@ -192,6 +199,7 @@ def check_bulk_writer(store, settings: Settings, history, codes, model_version: 
 @dataclasses.dataclass
 class WrkResult:
     requests_per_second: float
+    mean_ms: float
     p50_ms: float
     p99_ms: float
     requests: int
@@ -226,6 +234,7 @@ def parse_wrk(output: str) -> WrkResult:
         int(non_2xx.group(1)) if non_2xx else 0)
     return WrkResult(
         requests_per_second=float(find(r"^Requests/sec:\s+([\d.]+)")),
+        mean_ms=_ms(find(r"^\s+Latency\s+(\S+)")),
         p50_ms=_ms(find(r"^\s+50%\s+(\S+)")),
         p99_ms=_ms(find(r"^\s+99%\s+(\S+)")),
         requests=int(find(r"^\s+(\d+) requests in")),

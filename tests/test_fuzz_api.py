@@ -1,4 +1,4 @@
-"""Schemathesis against the served /openapi.json of a real `nextwatch serve` (gunicorn, two
+"""Schemathesis against the served /openapi.json of a real `nextwatch serve` (granian, two
 workers) on 127.0.0.1, backed by the test redis-server with two published models and a catalog.
 
 Every documented operation is called with generated paths, query parameters, headers and
@@ -28,7 +28,7 @@ import schemathesis
 from schemathesis import GenerationMode
 
 from conftest import DEFAULT_NEIGHBOURS, publish_test_model
-from nextwatch.auth import issue_key
+from nextwatch.service.access import issue_key
 from nextwatch.localstack.redis_server import free_port
 from nextwatch.localstack.supervisor import Supervisor, http_ok
 from nextwatch.settings import Settings
