@@ -1,5 +1,6 @@
-"""Real services for the tests: a private redis-server on a free port (flushed between tests)
-and a local-mode Spark session. A service that will not start fails the suite; nothing skips."""
+"""Real services for the tests: a private redis-server on a free port (flushed between tests),
+a real Redis Cluster of six redis-server processes (healed and flushed between tests) and a
+local-mode Spark session. A service that will not start fails the suite; nothing skips."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import os
 
 import pytest
 import redis
+import redis.cluster
 
+from nextwatch.localstack.redis_cluster import LocalRedisCluster
 from nextwatch.localstack.redis_server import RedisServer
 from nextwatch.settings import Settings
 
@@ -31,6 +34,39 @@ def private_redis(tmp_path):
     server = RedisServer(tmp_path / "private-redis", persistent=True).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory):
+    """One Redis Cluster (3 masters, 3 replicas, AOF off) for the whole session: starting one
+    per test would cost seconds each. Use it through ``clean_cluster``."""
+    cluster = LocalRedisCluster(tmp_path_factory.mktemp("redis-cluster")).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def clean_cluster(redis_cluster):
+    """The session's cluster, healthy and empty. A test may kill, restart or reshard nodes:
+    afterwards this fixture restarts what is down and restores 3 masters with a replica each,
+    so the next test starts from the same shape (a test that broke it beyond repair errors here)."""
+    redis_cluster.wait_until_healthy()
+    redis_cluster.flushall()
+    yield redis_cluster
+    redis_cluster.wait_until_healthy()
+
+
+def cluster_client(cluster: LocalRedisCluster, **options) -> redis.cluster.RedisCluster:
+    """A redis-py cluster client that knows every node of ``cluster`` as a start-up node."""
+    nodes = [redis.cluster.ClusterNode(host, port) for host, port in cluster.startup_nodes]
+    return redis.cluster.RedisCluster(startup_nodes=nodes, **options)
+
+
+@pytest.fixture
+def redis_cluster_client(clean_cluster):
+    client = cluster_client(clean_cluster)
+    yield client
+    client.close()
 
 
 @pytest.fixture
