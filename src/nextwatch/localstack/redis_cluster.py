@@ -338,7 +338,10 @@ def main(argv: list[str] | None = None) -> int:
     cluster = LocalRedisCluster(base_dir, masters=args.masters, replicas=args.replicas,
                                 node_timeout_ms=args.node_timeout_ms, appendonly=args.aof != "off",
                                 appendfsync="everysec" if args.aof == "off" else args.aof)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # unwinds through the finally below
+    # Both unwind through the finally below. SIGINT explicitly: a shell starts a background job
+    # with SIGINT ignored, and a benchmark script that started us with & must still stop us.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         started = time.monotonic()
         cluster.start()
