@@ -132,6 +132,21 @@ def test_wait_until_healthy_moves_a_wandering_replica_back(clean_cluster):
     assert followers == {m.node_id for m in masters}
 
 
+def test_wait_until_healthy_closes_a_slot_a_reshard_left_open(clean_cluster, redis_cluster_client):
+    source, target = masters_and_replicas(clean_cluster)[0][:2]
+    slot = source.slots[0][0]
+    with direct(target) as node:
+        node.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", source.node_id)
+    with direct(source) as node:
+        node.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", target.node_id)
+    assert any("open slots" in problem for problem in clean_cluster.health_problems())
+
+    clean_cluster.wait_until_healthy()
+
+    assert clean_cluster.health_problems() == []
+    assert all(not m.open_slots for m in clean_cluster.nodes())
+
+
 def test_a_master_a_reshard_emptied_gets_slots_back(clean_cluster, redis_cluster_client):
     masters = sorted(masters_and_replicas(clean_cluster)[0], key=lambda m: m.slot_count)
     source, target = masters[0], masters[1]  # the smallest master: the fewest slots to move

@@ -44,8 +44,8 @@ class NodeProcess:
 
     def log_tail(self, lines: int = 15) -> str:
         """The end of its log and of what it wrote to stderr (config errors go there)."""
-        texts = [path.read_text(errors="replace") for path in (self.data_dir / "redis.log", self.data_dir / "stderr.log")
-                 if path.exists()]
+        paths = (self.data_dir / "redis.log", self.data_dir / "stderr.log")
+        texts = [path.read_text(errors="replace") for path in paths if path.exists()]
         return "\n".join("\n".join(text.splitlines()[-lines:]) for text in texts if text.strip()) or "(empty log)"
 
     def describe(self) -> str:

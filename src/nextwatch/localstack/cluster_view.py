@@ -10,6 +10,7 @@ import dataclasses
 
 SLOTS = 16384
 NOT_RUNNING = "is not running"  # the report of a node whose process is down
+OPEN_SLOTS = "sees open slots on"  # in the problem a slot left migrating or importing makes
 # Flags under which a node is not a healthy member (``fail?`` is PFAIL: suspected by one node).
 _BAD_FLAGS = {"fail", "fail?", "handshake", "noaddr"}
 
@@ -109,7 +110,7 @@ def agreement_problems(reports: dict[int, NodeReport | str]) -> list[str]:
             if member.failing:
                 problems.append(f"node 127.0.0.1:{port} flags {member.address} {','.join(sorted(member.flags))}")
             if member.open_slots:
-                problems.append(f"node 127.0.0.1:{port} sees open slots on {member.address}: {member.open_slots}")
+                problems.append(f"node 127.0.0.1:{port} {OPEN_SLOTS} {member.address}: {member.open_slots}")
     answered = [report for report in reports.values() if not isinstance(report, str)]
     if len({layout(report.members) for report in answered}) > 1:
         problems.append("the nodes disagree about slots or roles: " + "; ".join(

@@ -32,11 +32,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 from .cluster_processes import HOST, ClusterError, NodeProcess, pick_port_pair, start_nodes, stop_nodes
 from .cluster_view import (
-    NOT_RUNNING, ClusterMember, NodeReport, agreement_problems, parse_cluster_nodes, parse_info, replica_moves,
-    shape_problems, slot_owner_claims,
+    NOT_RUNNING, OPEN_SLOTS, ClusterMember, NodeReport, agreement_problems, parse_cluster_nodes, parse_info,
+    replica_moves, shape_problems, slot_owner_claims,
 )
 from .resp import RedisReplyError, redis_command
 
@@ -200,9 +201,9 @@ class LocalRedisCluster:
             if len(owners) == 1 and (owner := owners.pop()) in running:
                 return self._member(owner)
             if time.monotonic() > deadline:
-                raise self._failure(f"no running master took over slot {slot} within {timeout} s",
-                                    [f"node {HOST}:{port}: " + (f"says {HOST}:{claim} owns it" if isinstance(claim, int) else claim)
-                                     for port, claim in sorted(claims.items())])
+                said = [f"node {HOST}:{port}: " + (f"{HOST}:{claim} owns it" if isinstance(claim, int) else claim)
+                        for port, claim in sorted(claims.items())]
+                raise self._failure(f"no running master took over slot {slot} within {timeout} s", said)
             time.sleep(0.05)
 
     def wait_until_healthy(self, timeout: float = 60.0) -> None:
@@ -217,35 +218,45 @@ class LocalRedisCluster:
     # -- inside --------------------------------------------------------------------------------
 
     def _wait_healthy(self, deadline: float, repair: bool) -> None:
-        wrong_since = None  # when the nodes first agreed on a wrong shape; repairs wait for it to last
+        stuck_since = None  # when a state a repair can mend was first seen: repairs wait 1 s, as
+        # the nodes often mend it themselves (a restarted master turning replica, gossip catching up)
         while True:
             reports = self._reports()
             problems = agreement_problems(reports)
-            if problems:
-                wrong_since = None
-            else:
-                view = next(iter(reports.values()))
-                problems = shape_problems(view, reports, self.masters, self.replicas)
+            agreed = not problems
+            if agreed:
+                problems = shape_problems(next(iter(reports.values())), reports, self.masters, self.replicas)
                 if not problems:
                     return
-                wrong_since = wrong_since or time.monotonic()
-                if repair and time.monotonic() - wrong_since > 1.0 and self._repair_shape(view.members, deadline):
-                    wrong_since = None
+            mend = self._repair_for(reports, problems, agreed, deadline) if repair else None
+            if mend is None:
+                stuck_since = None
+            elif stuck_since is None:
+                stuck_since = time.monotonic()
+            elif time.monotonic() - stuck_since > 1.0:
+                mend()
+                stuck_since = None
             if time.monotonic() > deadline:
                 raise self._failure("the cluster did not become healthy in time", problems)
             time.sleep(0.05)
 
-    def _repair_shape(self, members: list[ClusterMember], deadline: float) -> bool:
-        """One repair step for an agreed but wrong shape; False when there is nothing it can do."""
+    def _repair_for(self, reports: dict[int, NodeReport | str], problems: list[str], agreed: bool,
+                    deadline: float) -> Callable[[], object] | None:
+        """The repair for what is wrong, or None when there is nothing to do but wait."""
+        address = self._any_running().address
+        if all(OPEN_SLOTS in problem for problem in problems):  # a reshard stopped half-way
+            return lambda: self._cli("fix", address, "--cluster-yes", timeout=deadline - time.monotonic())
+        if not agreed:
+            return None
+        members = next(iter(reports.values())).members
         owners = [m for m in members if m.role == "master" and m.slot_count]
         if len(owners) < self.masters and any(m.role == "master" and not m.slot_count for m in members):
-            self._cli("rebalance", self._any_running().address, "--cluster-use-empty-masters",
-                      "--cluster-pipeline", "100", timeout=deadline - time.monotonic())
-            return True
+            return lambda: self._cli("rebalance", address, "--cluster-use-empty-masters", "--cluster-pipeline", "100",
+                                     timeout=deadline - time.monotonic())
         moves = replica_moves(members, self.replicas)
-        for replica, master_id in moves:
-            redis_command(replica.port, "CLUSTER", "REPLICATE", master_id)
-        return bool(moves)
+        if moves:
+            return lambda: [redis_command(replica.port, "CLUSTER", "REPLICATE", master) for replica, master in moves]
+        return None
 
     def _wait_agreed(self, deadline: float) -> None:
         while problems := agreement_problems(self._reports()):
