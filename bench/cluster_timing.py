@@ -1,6 +1,6 @@
 """How long the local Redis Cluster (nextwatch.localstack.redis_cluster) takes to start, to fail
-over a SIGKILLed master, to heal, and how long a redis-py cluster client cannot write a key of
-the dead master's slots. One fresh cluster per round, in a temporary folder, on loopback.
+over a SIGKILLed master, to heal, and how long the service's cluster client
+(store.connection.connect_cluster) cannot write a key of the dead master's slots. One fresh cluster per round, in a temporary folder, on loopback.
 
     .venv/bin/python bench/cluster_timing.py [--rounds 3] [--node-timeout-ms 1500]
 """
@@ -17,11 +17,12 @@ import redis
 import redis.cluster
 
 from nextwatch.localstack.redis_cluster import LocalRedisCluster
+from nextwatch.store.connection import connect_cluster
 
 
 def client_for(cluster: LocalRedisCluster) -> redis.cluster.RedisCluster:
-    nodes = [redis.cluster.ClusterNode(host, port) for host, port in cluster.startup_nodes]
-    return redis.cluster.RedisCluster(startup_nodes=nodes, socket_timeout=1.0, socket_connect_timeout=1.0)
+    """The service's own cluster client (its retries), with a short socket timeout."""
+    return connect_cluster(cluster.url, socket_timeout=1.0, socket_connect_timeout=1.0)
 
 
 def first_write_after(client: redis.cluster.RedisCluster, key: str, since: float, limit: float = 30.0) -> float:

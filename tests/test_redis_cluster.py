@@ -10,6 +10,7 @@ from redis.crc import key_slot
 
 from nextwatch.localstack.cluster_view import SLOTS, parse_cluster_nodes
 from nextwatch.localstack.redis_cluster import ClusterError, LocalRedisCluster
+from nextwatch.settings import Settings, cluster_nodes
 
 from conftest import cluster_client
 
@@ -36,6 +37,9 @@ def test_the_cluster_has_three_masters_three_replicas_and_every_slot(clean_clust
     assert clean_cluster.health_problems() == []
     assert clean_cluster.url == "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in clean_cluster.ports)
     assert len(clean_cluster.ports) == 6
+    # The URL is what NEXTWATCH_REDIS_URL takes: settings accept it and read back every node.
+    assert Settings(redis_url=clean_cluster.url).redis_url == clean_cluster.url
+    assert cluster_nodes(clean_cluster.url)[0] == clean_cluster.startup_nodes
 
     # The replicas really replicate: a write reaches the owner's replica.
     redis_cluster_client.set("title:T1", "Heat")
