@@ -74,6 +74,24 @@ class NodeProcess:
                                             start_new_session=True)
 
 
+def server_config(node_timeout_ms: int, appendonly: bool, appendfsync: str,
+                  options: dict[str, str]) -> dict[str, str | int]:
+    """redis-server settings shared by every node of one cluster (``options`` override them)."""
+    return {
+        "protected-mode": "yes", "daemonize": "no", "loglevel": "notice", "save": "",
+        "appendonly": "yes" if appendonly else "no", "appendfsync": appendfsync,
+        "cluster-enabled": "yes", "cluster-config-file": "nodes.conf", "cluster-node-timeout": node_timeout_ms,
+        # A replica may always be promoted, however long its link was down: tests kill masters.
+        "cluster-replica-validity-factor": 0,
+        # Replicas stay with the master they were given, so the shape is known after a failover;
+        # LocalRedisCluster.wait_until_healthy moves them on purpose instead.
+        "cluster-allow-replica-migration": "no",
+        # A replica that (re)attaches syncs at once instead of waiting 5 s for company.
+        "repl-diskless-sync": "yes", "repl-diskless-sync-delay": 0,
+        **options,
+    }
+
+
 def start_nodes(nodes: list[NodeProcess], config: dict[str, str | int], deadline: float, taken: set[int],
                 may_move: bool) -> None:
     """Start ``nodes`` side by side and wait until each answers PING. A fresh node whose port was

@@ -34,7 +34,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .cluster_processes import HOST, ClusterError, NodeProcess, pick_port_pair, start_nodes, stop_nodes
+from .cluster_processes import (
+    HOST, ClusterError, NodeProcess, pick_port_pair, server_config, start_nodes, stop_nodes,
+)
 from .cluster_view import (
     NOT_RUNNING, OPEN_SLOTS, ClusterMember, NodeReport, agreement_problems, parse_cluster_nodes, parse_info,
     replica_moves, shape_problems, slot_owner_claims,
@@ -280,20 +282,7 @@ class LocalRedisCluster:
         return reports
 
     def _server_config(self) -> dict[str, str | int]:
-        return {
-            "protected-mode": "yes", "daemonize": "no", "loglevel": "notice", "save": "",
-            "appendonly": "yes" if self.appendonly else "no", "appendfsync": self.appendfsync,
-            "cluster-enabled": "yes", "cluster-config-file": "nodes.conf",
-            "cluster-node-timeout": self.node_timeout_ms,
-            # A replica may always be promoted, however long its link was down: tests kill masters.
-            "cluster-replica-validity-factor": 0,
-            # Replicas stay with the master they were given, so the shape is known after a failover;
-            # wait_until_healthy moves them on purpose instead.
-            "cluster-allow-replica-migration": "no",
-            # A replica that (re)attaches syncs at once instead of waiting 5 s for company.
-            "repl-diskless-sync": "yes", "repl-diskless-sync-delay": 0,
-            **self.options,
-        }
+        return server_config(self.node_timeout_ms, self.appendonly, self.appendfsync, self.options)
 
     def _cli(self, *args: str, timeout: float, expect: str | None = None) -> str:
         command = ["redis-cli", "--cluster", *args]
