@@ -195,7 +195,10 @@ def test_train_publishes_the_blend_and_a_cache_miss_serves_it(settings, store, s
         watched = client.post("/watched", json={"user_id": "viewer", "content_id": title}).get_json()
     history = store.users.read("viewer").history
     codes = store.catalog.all_ids()
-    assert watched["predicted_next"] == codes[model.recommend(history, 1, with_sequence=False)[0]]
+    # The watch is answered with the blend, and the next GET serves exactly that from cache.
+    assert watched["predicted_next"] == codes[model.recommend(history, 1)[0]]
+    cached = client.get("/recommend/viewer").get_json()
+    assert cached["cache_hit"] is True and cached["recommendation"] == watched["predicted_next"]
     store.client.delete(store.keys.prediction("viewer"))  # a miss computes the blend inline
     got = client.get("/recommend/viewer?k=5").get_json()
     assert got["cache_hit"] is False

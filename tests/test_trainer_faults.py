@@ -32,7 +32,7 @@ from nextwatch.store import Store
 
 PREFIX = "nwfault"
 RUN_TIMEOUT = 600  # seconds for one training run on a busy two-core machine
-GLOBAL_MODEL_KEYS = {f"{PREFIX}:model:current", f"{PREFIX}:model:seq", f"{PREFIX}:model:versions"}
+GLOBAL_MODEL_KEYS = {f"{PREFIX}:{{model}}:current", f"{PREFIX}:{{model}}:seq", f"{PREFIX}:{{model}}:versions"}
 KEYS_PER_VERSION = 5  # meta + popularity, neighbour_offsets, neighbour_codes, neighbour_scores (one chunk each)
 
 
@@ -269,11 +269,11 @@ def api(fault_redis, fault_store):
 # -- what must hold after a kill and after the next run ------------------------------------------
 
 def model_keys(store) -> set[str]:
-    return {key.decode() for key in store.client.scan_iter(match=f"{PREFIX}:model:*", count=1000)}
+    return {key.decode() for key in store.client.scan_iter(match=f"{PREFIX}:{{model}}:*", count=1000)}
 
 
 def version_keys(store, version: int) -> set[str]:
-    return {key for key in model_keys(store) if key.startswith(f"{PREFIX}:model:{version}:")}
+    return {key for key in model_keys(store) if key.startswith(f"{PREFIX}:{{model}}:{version}:")}
 
 
 def listed_versions(fault_redis) -> tuple[list[int], int | None]:
@@ -327,10 +327,10 @@ def test_killed_while_spark_runs(gate, fault_store, fault_redis, events, api, tm
     registered): nothing of the model is written, the old one serves; the next run recovers."""
     store = fault_store
     current, registered = store.models.current_version(), store.models.versions()
-    sequence, keys_before = int(store.client.get(f"{PREFIX}:model:seq")), model_keys(store)
+    sequence, keys_before = int(store.client.get(f"{PREFIX}:{{model}}:seq")), model_keys(store)
 
     def publishing(arguments):  # a safety net: a run that gets this far is held, never publishes
-        return arguments[0].upper() in (b"INCR", b"INCRBY") and arguments[1] == f"{PREFIX}:model:seq".encode()
+        return arguments[0].upper() in (b"INCR", b"INCRBY") and arguments[1] == f"{PREFIX}:{{model}}:seq".encode()
 
     # 1. Spark's JVM has started and is reading the events.
     gate.arm(publishing)
@@ -340,7 +340,7 @@ def test_killed_while_spark_runs(gate, fault_store, fault_redis, events, api, tm
     assert not gate.held.is_set()
     trainer.kill()
     assert model_keys(store) == keys_before
-    assert int(store.client.get(f"{PREFIX}:model:seq")) == sequence
+    assert int(store.client.get(f"{PREFIX}:{{model}}:seq")) == sequence
     assert_still_serving(store, fault_redis, api, current, registered)
 
     # 2. The titles' codes are registered and Spark is fitting the model.
@@ -353,7 +353,7 @@ def test_killed_while_spark_runs(gate, fault_store, fault_redis, events, api, tm
     assert not gate.held.is_set(), "the run reached publishing: it was not killed while Spark ran"
     trainer.kill()
     assert model_keys(store) == keys_before
-    assert int(store.client.get(f"{PREFIX}:model:seq")) == sequence
+    assert int(store.client.get(f"{PREFIX}:{{model}}:seq")) == sequence
     assert_still_serving(store, fault_redis, api, current, registered)
 
     # The next run completes and becomes current.
@@ -370,16 +370,16 @@ def test_killed_at_each_step_of_publishing(gate, fault_store, fault_redis, event
     unlisted leftovers and becomes current."""
     store = fault_store
     current, registered = store.models.current_version(), store.models.versions()
-    array = rf"{PREFIX}:model:\d+:array:.*"
+    array = rf"{PREFIX}:{{model}}:\d+:array:.*"
     steps = [
         # (hold at, the keys of the new version that Redis then holds, listed?)
         (command_is("SET", array, nth=2), 1, False),
-        (command_is("ZADD", f"{PREFIX}:model:versions"), KEYS_PER_VERSION, False),
-        (command_is("SET", f"{PREFIX}:model:current"), KEYS_PER_VERSION, True),
+        (command_is("ZADD", f"{PREFIX}:{{model}}:versions"), KEYS_PER_VERSION, False),
+        (command_is("SET", f"{PREFIX}:{{model}}:current"), KEYS_PER_VERSION, True),
     ]
     killed = []
     for hold_at, written, listed in steps:
-        sequence = int(store.client.get(f"{PREFIX}:model:seq"))
+        sequence = int(store.client.get(f"{PREFIX}:{{model}}:seq"))
         keys_before = model_keys(store)
         gate.arm(hold_at)
         trainer = Trainer(gate, events, tmp_path)
@@ -387,7 +387,7 @@ def test_killed_at_each_step_of_publishing(gate, fault_store, fault_redis, event
         trainer.kill()
         version = sequence + 1
         killed.append(version)
-        assert int(store.client.get(f"{PREFIX}:model:seq")) == version
+        assert int(store.client.get(f"{PREFIX}:{{model}}:seq")) == version
         assert keys_before <= model_keys(store)  # nothing of the versions before was touched
         new_keys = model_keys(store) - keys_before
         assert new_keys == version_keys(store, version) and len(new_keys) == written, sorted(new_keys)

@@ -104,6 +104,8 @@ def _search_text(raw: str | None, name: str, max_length: int) -> str:
 
 
 def model_version(raw: str) -> int:
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 18 or int(raw) < 1:
+    """A model version in a path: any whole number from 1 (one that was never published is a
+    404 later, not a 400 here, however large)."""
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 4000 or int(raw) < 1:
         raise InvalidInput(f"version must be a whole number from 1, got {raw[:20]!r}", error="invalid_version")
     return int(raw)
