@@ -1,4 +1,4 @@
-"""CPU per request of the apps themselves, called as WSGI in one process (no gunicorn, no wrk),
+"""CPU per request of the apps themselves, called as WSGI in one process (no HTTP server, no wrk),
 peeled layer by layer, so that the cost of Flask, the latency hooks, the service and the store
 can be read off as differences.
 
@@ -115,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--titles", type=int, default=5_000)
     parser.add_argument("--neighbours", type=int, default=50)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--no-sequence", dest="sequence", action="store_false",
+                        help="publish the table alone (no sequence network in the model)")
     args = parser.parse_args(argv)
     n, rng = args.requests, np.random.default_rng(args.seed)
 
@@ -129,8 +131,9 @@ def main(argv: list[str] | None = None) -> int:
             from nextwatch.api import create_app
 
             app = create_app(settings)
-            service = app.extensions["nextwatch"]
-            users = service.store.users
+            services = app.extensions["nextwatch"]
+            service = services.recommendations
+            users = services.store.users
             bare = make_bare_app(settings)
             # warm: model and title codes loaded, connections open
             run_wsgi(app, [environ("GET", "/recommend/r0")])
@@ -158,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             gets = wsgi(app, lambda: [environ("GET", f"/recommend/{u}") for u in readers()])
             posts = wsgi(app, lambda: [environ("POST", "/watched", json.dumps({"user_id": u, "content_id": c}).encode())
                                        for u, c in watches()])
-            model = service.loaded.model
+            model = service.serving.model
             histories = [users.read(f"w{u}").history for u in rng.integers(0, args.users, n)]
 
             cases = Cases(n)
@@ -166,16 +169,15 @@ def main(argv: list[str] | None = None) -> int:
             cases.add("bare app: one GET + json.dumps", wsgi(bare, lambda: [environ("GET", "/")] * n))
             cases.add("redis-py client.get() of the small key only", each(users.client.get, lambda: [SMALL_KEY] * n))
             cases.heading("(b) GET /recommend/<user>, cache hit")
-            cases.add("Flask app, full (what gunicorn calls)", gets)
+            cases.add("the app, full (what the server calls)", gets)
             cases.add("  same, without the latency hooks (before/after_request)", without_hooks(app, gets))
             cases.add("service.recommend() + json.dumps, no Flask",
                       each(lambda u: json.dumps(service.recommend(u)), readers))
             cases.add("store.users.read() only (MGET + decode)", each(users.read, readers))
-            cases.add("redis-py client.mget() of the same 3 keys only",
-                      each(lambda u: users.client.mget(users.keys.prediction(u), users.keys.history(u),
-                                                       users.keys.current_model), readers))
+            cases.add("redis-py client.mget() of the same 2 keys only",
+                      each(lambda u: users.client.mget(users.keys.prediction(u), users.keys.history(u)), readers))
             cases.heading("(c) POST /watched")
-            cases.add("Flask app, full", posts)
+            cases.add("the app, full", posts)
             cases.add("service.record_watch() + json.dumps, no Flask",
                       each(lambda u, c: json.dumps(service.record_watch(u, c)), watches))
             cases.add("model.recommend(history, 10) only (scoring)",
@@ -186,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                       each(lambda u, _c: users.save_prediction(u, 1, histories[0], list(range(10))), watches))
             print(f"per request, in one process ({n} requests per pass, best of {args.repeats}, interleaved):")
             cases.run(args.repeats)
-            service.store.close()
+            services.close()
     except (KeyboardInterrupt, Interrupted):
         print("\ninterrupted; the private redis-server has been stopped", file=sys.stderr)
         return 130

@@ -86,17 +86,45 @@ def redis_cluster_client(clean_cluster):
     client.close()
 
 
+TOPOLOGIES = ("single", "cluster")
+# A test module runs on both topologies with:  pytestmark = ON_BOTH_TOPOLOGIES
+ON_BOTH_TOPOLOGIES = pytest.mark.parametrize("topology", TOPOLOGIES, indirect=True)
+
+
 @pytest.fixture
-def settings(redis_server) -> Settings:
+def topology(request) -> str:
+    """Where the test's Redis state lives: "single" (one redis-server, the default) or "cluster"
+    (the session's Redis Cluster, 3 masters and 3 replicas) for modules that ask for both."""
+    return getattr(request, "param", "single")
+
+
+@pytest.fixture
+def redis_url(topology, request) -> str:
+    if topology == "cluster":
+        return request.getfixturevalue("clean_cluster").url
+    return request.getfixturevalue("redis_server").url
+
+
+@pytest.fixture
+def settings(redis_url) -> Settings:
     # model_refresh_seconds=0: an in-process app reads the current model version on every
     # request, so a test that publishes a model and asks at once needs no wait for the switch
     # announcement (tests/test_model_switch.py covers the announcement and the poll).
-    return Settings(redis_url=redis_server.url, key_prefix="nwtest", history_length=50, cache_top_k=10,
+    return Settings(redis_url=redis_url, key_prefix="nwtest", history_length=50, cache_top_k=10,
                     sequence_model="off", model_refresh_seconds=0)
 
 
 @pytest.fixture
-def redis_client(redis_server, settings):
+def redis_client(topology, request, settings):
+    """A plain client of the test's Redis (a cluster client on the cluster), emptied before and
+    after the test."""
+    if topology == "cluster":
+        # clean_cluster empties (and heals) the cluster before each test; after one that killed
+        # or moved nodes this client's slot map may be stale, so it does not flush on the way out.
+        client = cluster_client(request.getfixturevalue("clean_cluster"))
+        yield client
+        client.close()
+        return
     client = redis.Redis.from_url(settings.redis_url)
     client.flushall()
     yield client

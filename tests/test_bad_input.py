@@ -2,6 +2,10 @@
 
 import pytest
 
+from conftest import ON_BOTH_TOPOLOGIES
+
+pytestmark = ON_BOTH_TOPOLOGIES  # one Redis and a Redis Cluster alike
+
 
 def redis_snapshot(redis_client):
     """Every key with its type and value, to compare before and after a request."""

@@ -1,6 +1,8 @@
 """The HTTP contract, field by field, on a real Redis with a known model."""
 
-from conftest import DEFAULT_NEIGHBOURS, publish_test_model, scrape
+from conftest import ON_BOTH_TOPOLOGIES, DEFAULT_NEIGHBOURS, publish_test_model, scrape
+
+pytestmark = ON_BOTH_TOPOLOGIES  # one Redis and a Redis Cluster alike
 
 
 def test_watch_then_recommend_then_fallback(client, published):

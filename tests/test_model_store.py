@@ -4,8 +4,10 @@ import threading
 
 import numpy as np
 
-from conftest import publish_test_model
+from conftest import ON_BOTH_TOPOLOGIES, publish_test_model
 from nextwatch.model import NextTitleModel
+
+pytestmark = ON_BOTH_TOPOLOGIES  # one Redis and a Redis Cluster alike
 
 
 def test_versions_count_up_and_old_ones_are_pruned(store):

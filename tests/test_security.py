@@ -11,7 +11,7 @@ import time
 import pytest
 import redis
 
-from conftest import DEFAULT_NEIGHBOURS, publish_test_model
+from conftest import ON_BOTH_TOPOLOGIES, DEFAULT_NEIGHBOURS, publish_test_model
 from nextwatch.api import create_app
 from nextwatch.service.access import issue_key, validate_key_name
 from nextwatch.errors import InvalidInput
@@ -80,6 +80,7 @@ def test_a_write_key_is_refused_on_admin_routes_and_an_admin_key_may_write(store
     assert client.post("/watched", json=WATCH, headers={"X-API-Key": admin}).status_code == 200
 
 
+@ON_BOTH_TOPOLOGIES
 def test_adding_and_revoking_keys_takes_effect_without_a_restart(store, settings, published):
     client = app_client(settings, store, api_keys_refresh_seconds=0.2)
     assert client.post("/watched", json=WATCH).status_code == 200  # open: no key yet
@@ -149,6 +150,7 @@ def cli(settings, *args):
                           env=env, timeout=60)
 
 
+@ON_BOTH_TOPOLOGIES
 def test_keys_cli_add_list_revoke(store, settings, redis_client, published):
     added = cli(settings, "keys", "add", "mobile-app", "--role", "write")
     assert added.returncode == 0, added.stderr
@@ -179,6 +181,7 @@ def test_keys_cli_add_list_revoke(store, settings, redis_client, published):
 
 
 # -- the model registry ----------------------------------------------------------------------------
+@ON_BOTH_TOPOLOGIES
 def test_activate_and_rollback_change_what_recommend_serves(client, store):
     first = publish_test_model(store, {"C1010": [("C1011", 1.0)]})
     second = publish_test_model(store, DEFAULT_NEIGHBOURS)
@@ -212,6 +215,7 @@ def test_rollback_with_no_model_is_409(client):
     assert response.status_code == 409 and response.get_json()["error"] == "nothing_to_roll_back"
 
 
+@ON_BOTH_TOPOLOGIES
 def test_models_cli_uses_the_same_registry(store, settings):
     first = publish_test_model(store, DEFAULT_NEIGHBOURS)
     second = publish_test_model(store, DEFAULT_NEIGHBOURS)
@@ -245,6 +249,7 @@ def test_rate_limit_answers_429_after_the_burst_and_keys_are_independent(store, 
     assert client.post("/watched", json=WATCH, headers=bearer(first)).status_code == 200
 
 
+@ON_BOTH_TOPOLOGIES
 def test_rate_limit_holds_across_processes(store, settings, published):
     """Two apps (two workers or replicas) share the key's bucket in Redis."""
     key = issue_key(store, "app", "write")
@@ -255,6 +260,7 @@ def test_rate_limit_holds_across_processes(store, settings, published):
 
 
 # -- Redis memory ----------------------------------------------------------------------------------
+@ON_BOTH_TOPOLOGIES
 def test_only_caches_carry_a_ttl(store, settings, redis_client, published):
     """What volatile-lru may evict is exactly what can be recomputed (README, Operations)."""
     key = issue_key(store, "app", "admin")

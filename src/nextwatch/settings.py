@@ -140,6 +140,13 @@ class Settings:
     write_replicas_timeout_seconds: float = 0.5  # how long POST /watched waits for them
     model_refresh_seconds: float = 1.0  # back-up poll of the current model version (pub/sub is first)
 
+    def __post_init__(self):
+        if self.write_replicas and self.write_replicas_timeout_seconds >= self.redis_timeout_seconds:
+            # WAIT holds the reply that long: a socket timeout that fires first turns "the
+            # replicas are late" into "Redis is unreachable".
+            raise SettingsError(f"{ENV_PREFIX}WRITE_REPLICAS_TIMEOUT ({self.write_replicas_timeout_seconds:g} s) must "
+                                f"be shorter than {ENV_PREFIX}REDIS_TIMEOUT ({self.redis_timeout_seconds:g} s)")
+
     @property
     def rate_limit_capacity(self) -> float:
         """Tokens a key's bucket holds: the burst, by default twice the rate (at least one)."""

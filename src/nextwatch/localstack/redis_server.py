@@ -32,10 +32,12 @@ def free_port(preferred: int | None = None) -> int:
 class RedisServer:
     """Starts ``redis-server`` bound to 127.0.0.1 only; ``stop()`` shuts it down cleanly."""
 
-    def __init__(self, data_dir: str | Path, port: int | None = None, persistent: bool = True):
+    def __init__(self, data_dir: str | Path, port: int | None = None, persistent: bool = True,
+                 extra_args: list[str] | None = None):
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.persistent = persistent
+        self.extra_args = list(extra_args or [])  # more redis-server options, e.g. --cluster-enabled yes
         self.process: subprocess.Popen | None = None
 
     @property
@@ -55,7 +57,7 @@ class RedisServer:
         command = [
             binary, "--port", str(self.port), "--bind", "127.0.0.1", "--protected-mode", "yes",
             "--dir", str(self.data_dir.resolve()), "--daemonize", "no", "--loglevel", "warning",
-            "--logfile", str((self.data_dir / "redis.log").resolve()), *persistence,
+            "--logfile", str((self.data_dir / "redis.log").resolve()), *persistence, *self.extra_args,
         ]
         # A session of its own: a Ctrl-C in the terminal must not stop Redis before the processes
         # that write to it (the demo's archiver writes and acknowledges its last batch on the way out).

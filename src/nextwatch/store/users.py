@@ -28,6 +28,7 @@ from ..settings import Settings
 from .connection import is_cluster, translate_failures
 
 CODE = np.dtype("<u4")
+REDIRECTS_FOLLOWED = 4  # MOVED/ASK answers followed by a durable watch before it answers 503
 
 
 def encode_codes(codes) -> bytes:
@@ -164,20 +165,28 @@ class UserStore:
         return RecordedWatch(decode_codes(history), CachedPrediction.decode(previous), stream_id.decode())
 
     def _record_and_wait(self, keys: list, args: list):
-        """The watch script and WAIT on one connection of the node holding the user's slot."""
+        """The watch script and WAIT on one connection of the node holding the user's slot,
+        following MOVED and ASK redirects (a slot that moved, a replica promoted) as the cluster
+        client does for its own commands."""
         replicas = self.settings.write_replicas
         timeout_ms = max(1, int(self.settings.write_replicas_timeout_seconds * 1000))
-        for attempt in range(2):
-            node_client = self._node_client(keys[0])
-            pipe = node_client.pipeline(transaction=False)
+        target, asking = self._node_client(keys[0]), False
+        for _attempt in range(REDIRECTS_FOLLOWED):
+            pipe = target.pipeline(transaction=False)
+            if asking:
+                pipe.execute_command("ASKING")
             pipe.evalsha(self._watch_sha, len(keys), *keys, *args)
             pipe.execute_command("WAIT", replicas, timeout_ms)
-            reply, confirmed = pipe.execute(raise_on_error=False)
+            replies = pipe.execute(raise_on_error=False)
+            reply, confirmed = replies[-2], replies[-1]
             if isinstance(reply, redis.exceptions.NoScriptError):
-                node_client.script_load(self._watch_source)  # nothing ran: the WAIT waited for nothing
+                target.script_load(self._watch_source)  # nothing ran: the WAIT waited for nothing
                 continue
-            if isinstance(reply, redis.ResponseError) and str(reply).startswith(("MOVED", "ASK")) and attempt == 0:
-                self.client.nodes_manager.initialize()  # the slot moved: learn the new map, once
+            if isinstance(reply, redis.exceptions.AskError):  # MovedError is one too
+                moved = isinstance(reply, redis.exceptions.MovedError)
+                if moved:
+                    self.client.nodes_manager.move_slot(reply)  # the map learns the new owner
+                target, asking = self._client_at(reply.host, reply.port), not moved
                 continue
             if isinstance(reply, Exception):
                 raise reply
@@ -188,13 +197,21 @@ class UserStore:
                                      f"confirmed it within {timeout_ms} ms; retry with the same event_id",
                                      retry_after_seconds=1)
             return reply
-        raise StoreUnavailable("the watch script could not be run on the node of the user's slot")
+        raise StoreUnavailable("the slot of the user kept moving; retry")
 
     def _node_client(self, key: str):
         """A client for the one Redis that holds ``key``: itself on a single Redis."""
         if not is_cluster(self.client):
             return self.client
-        node = self.client.get_node_from_key(key)
+        return self.client.get_redis_connection(self.client.get_node_from_key(key))
+
+    def _client_at(self, host: str, port: int):
+        node = self.client.get_node(host=host, port=port)
+        if node is None:  # a node the map does not know yet: learn the map again
+            self.client.nodes_manager.initialize()
+            node = self.client.get_node(host=host, port=port)
+        if node is None:
+            raise StoreUnavailable(f"Redis sent the user's slot to {host}:{port}, which the cluster does not list")
         return self.client.get_redis_connection(node)
 
     @translate_failures
