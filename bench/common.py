@@ -190,7 +190,8 @@ def check_bulk_writer(store, settings: Settings, history, codes, model_version: 
             problems.append(f"{name}: TTL differs ({client.ttl(a)} vs {client.ttl(b)})")
         if client.memory_usage(a) != client.memory_usage(b):
             problems.append(f"{name}: MEMORY USAGE {client.memory_usage(a)} vs {client.memory_usage(b)}")
-    client.delete(keys.history(real), keys.prediction(real), keys.history(bulk), keys.prediction(bulk))
+    for key in (keys.history(real), keys.prediction(real), keys.history(bulk), keys.prediction(bulk)):
+        client.delete(key)  # one by one: on a cluster the two users are in different slots
     return problems
 
 

@@ -1,20 +1,26 @@
 """Redis memory per user: a 50-title history plus a cached top-10 prediction.
 
-    .venv/bin/python bench/memory.py [--users 100000] [--through-store 500] [--id-style short|uuid]
+    .venv/bin/python bench/memory.py [--users 100000] [--through-store 500] [--id-style short|uuid] [--cluster]
 
-Starts a private redis-server without persistence and writes N synthetic users. The first
+Starts a private redis-server without persistence (with ``--cluster``: a Redis Cluster of 3
+masters and 3 replicas on loopback, measured on its masters) and writes N synthetic users. The first
 ``--through-store`` users go through the store's real code (``UserStore.record_watch`` once per
 title, then ``save_prediction``); the rest through ``common.write_users``, a pipelined writer
 with the same key names, byte encodings and TTLs, checked byte for byte against the real path
 first. Bytes per user = (used_memory after - used_memory before) / N, each read with one
 client connected and after the allocator settles. The event stream that the real path fills
 is DELETED before the "after" reading (its MEMORY USAGE is printed first), so it is excluded.
+On a cluster it also prints the keys per master and their largest deviation from the mean
+(target: within 10%), which shows how evenly the user shards spread over the masters.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import shutil
 import sys
+import tempfile
 import time
 import uuid
 
@@ -28,6 +34,7 @@ from nextwatch.store import Store
 from common import Interrupted, Processes, check_bulk_writer, write_users
 
 TARGET_BYTES = 512
+TARGET_KEY_SPREAD = 0.10  # keys per master within 10% of the mean, on a cluster
 
 
 def user_ids(count: int, style: str) -> list[str]:
@@ -36,18 +43,37 @@ def user_ids(count: int, style: str) -> list[str]:
     return [f"U{i}" for i in range(count)]  # as the demo's ids: U999, U1234
 
 
-def settled_used_memory(client: redis.Redis) -> int:
-    """used_memory with only this client's connection open, once two readings 0.3 s apart agree
-    (incremental rehashing of the key tables has finished)."""
-    client.connection_pool.disconnect()
+def settled_used_memory(clients: list[redis.Redis]) -> int:
+    """used_memory (summed over ``clients``, one per node) with only these connections open,
+    once two readings 0.3 s apart agree (incremental rehashing of the key tables has finished)."""
+    for client in clients:
+        client.connection_pool.disconnect()
     previous = -1
     for _ in range(50):
-        current = int(client.info("memory")["used_memory"])
+        current = sum(int(client.info("memory")["used_memory"]) for client in clients)
         if current == previous:
             return current
         previous = current
         time.sleep(0.3)
     return current
+
+
+@contextlib.contextmanager
+def redis_under_test(cluster: bool):
+    """(redis URL, one plain client per master) of a private redis-server or Redis Cluster."""
+    if not cluster:
+        with Processes() as processes:
+            yield processes.redis.url, [redis.Redis.from_url(processes.redis.url)]
+        return
+    from nextwatch.localstack.redis_cluster import LocalRedisCluster
+
+    folder = tempfile.mkdtemp(prefix="nextwatch-memory-cluster-")
+    try:
+        with LocalRedisCluster(folder).start() as local:
+            masters = [redis.Redis(port=node.port) for node in local.nodes() if node.role == "master"]
+            yield local.url, masters
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def histories_and_predictions(count: int, titles: int, length: int, top_k: int, rng):
@@ -65,13 +91,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="user ids like U12345 (default) or 36-character UUIDs")
     parser.add_argument("--titles", type=int, default=5_000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--cluster", action="store_true",
+                        help="measure on a Redis Cluster (3 masters, 3 replicas) instead of one redis-server")
     args = parser.parse_args(argv)
     rng = np.random.default_rng(args.seed)
     through_store = min(args.through_store, args.users)
 
     try:
-        with Processes() as processes:
-            settings = Settings(redis_url=processes.redis.url)
+        with redis_under_test(args.cluster) as (url, masters):
+            settings = Settings(redis_url=url)
             store = Store.from_settings(settings)
             client, keys = store.client, store.keys
             version = 1
@@ -81,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             problems = check_bulk_writer(store, settings, histories[0], predictions[0], version)
             if problems:
                 raise SystemExit("the bulk writer differs from the store's own code: " + "; ".join(problems))
-            client.delete(keys.event_log)
-            before = settled_used_memory(client)
+            delete_event_logs(client, keys)
+            before = settled_used_memory(masters)
 
             ids = user_ids(args.users, args.id_style)
             started = time.perf_counter()
@@ -96,23 +124,26 @@ def main(argv: list[str] | None = None) -> int:
                         predictions[through_store:], version)
             elapsed = time.perf_counter() - started
 
-            stream_bytes = client.memory_usage(keys.event_log, samples=0) or 0
-            stream_length = client.xlen(keys.event_log)
-            client.delete(keys.event_log)
-            after = settled_used_memory(client)
+            stream_bytes = sum(client.memory_usage(log, samples=0) or 0 for log in keys.event_logs())
+            stream_length = store.events.length()
+            delete_event_logs(client, keys)
+            after = settled_used_memory(masters)
             per_user = (after - before) / args.users
 
-            stats = client.memory_stats()
-            db = stats.get("db.0", {})
+            node_stats = [master.memory_stats().get("db.0", {}) for master in masters]
+            db = {name: sum(stats.get(name, 0) for stats in node_stats)
+                  for name in ("overhead.hashtable.main", "overhead.hashtable.expires")}
+            keys_per_master = [master.dbsize() for master in masters]
             samples = [("real path", ids[0]), ("bulk writer", ids[-1])] if through_store else [("bulk writer", ids[-1])]
-            print(f"redis {client.info('server')['redis_version']}, allocator "
-                  f"{client.info('memory')['mem_allocator']}; {args.users} users "
+            where = f"a Redis Cluster of {len(masters)} masters (+1 replica each)" if args.cluster else "one redis-server"
+            print(f"redis {masters[0].info('server')['redis_version']} ({where}), allocator "
+                  f"{masters[0].info('memory')['mem_allocator']}; {args.users} users "
                   f"({through_store} through record_watch + save_prediction, the rest bulk), "
                   f"ids like {ids[-1]!r}; written in {elapsed:.1f} s")
             print("bulk writer checked against record_watch + save_prediction: identical bytes, TTLs, MEMORY USAGE")
-            print(f"event stream {keys.event_log!r}: {stream_length} entries, MEMORY USAGE {stream_bytes} bytes; "
+            print(f"event streams ({keys.shards} shards): {stream_length} entries, MEMORY USAGE {stream_bytes} bytes; "
                   "DELETED before the 'after' reading (excluded)")
-            print(f"used_memory before {before}  after {after}  delta {after - before}  keys {client.dbsize()}")
+            print(f"used_memory before {before}  after {after}  delta {after - before}  keys {sum(keys_per_master)}")
             print(f"  of which key tables (dictEntry + key robj + buckets, per MEMORY STATS): main {db.get('overhead.hashtable.main', 0)}, "
                   f"expires {db.get('overhead.hashtable.expires', 0)} bytes "
                   f"({(db.get('overhead.hashtable.main', 0) + db.get('overhead.hashtable.expires', 0)) / args.users:.1f}"
@@ -124,11 +155,23 @@ def main(argv: list[str] | None = None) -> int:
                       f"({client.strlen(p)}-byte value, TTL {client.ttl(p)} s)")
             print(f"Redis bytes per user: {per_user:.1f}   target < {TARGET_BYTES}   "
                   f"{'PASS' if per_user < TARGET_BYTES else 'GAP'}")
+            if args.cluster:
+                mean = sum(keys_per_master) / len(keys_per_master)
+                spread = max(abs(count - mean) for count in keys_per_master) / mean
+                print(f"keys per master: {keys_per_master}; largest deviation from the mean {100 * spread:.1f}%   "
+                      f"target <= {100 * TARGET_KEY_SPREAD:.0f}%   {'PASS' if spread <= TARGET_KEY_SPREAD else 'GAP'}")
             store.close()
+            for master in masters:
+                master.close()
     except (KeyboardInterrupt, Interrupted):
         print("\ninterrupted; the private redis-server has been stopped", file=sys.stderr)
         return 130
     return 0
+
+
+def delete_event_logs(client, keys) -> None:
+    for log in keys.event_logs():  # one key per command: on a cluster each is in its own slot
+        client.delete(log)
 
 
 if __name__ == "__main__":

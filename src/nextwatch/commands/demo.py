@@ -33,6 +33,9 @@ def add_parser(subparsers):
                         help="wait for the trainer's first run even if a model is published")
     parser.add_argument("--train-every", type=_schedule, default="15m", metavar="DURATION",
                         help="the trainer's schedule (default 15m, as in docker-compose.yml)")
+    parser.add_argument("--redis-cluster", action="store_true",
+                        help="run on a Redis Cluster of 3 masters and 3 replicas on loopback instead of one "
+                             "redis-server (started fresh each run)")
     parser.add_argument("--no-spark-cluster", action="store_true",
                         help="no Spark master and worker: the trainer runs Spark in local mode (lighter)")
     return parser
@@ -44,5 +47,5 @@ def run(args) -> int:
 
     options = DemoOptions(redis_port=args.redis_port, prometheus_port=args.prometheus_port, seed=args.seed,
                           retrain=args.retrain, train_every=args.train_every, spark_cluster=not args.no_spark_cluster,
-                          any_free_ports=args.any_free_ports)
+                          any_free_ports=args.any_free_ports, redis_cluster=args.redis_cluster)
     return run_demo(settings, options)

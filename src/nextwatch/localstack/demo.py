@@ -11,6 +11,7 @@ and the published model and serves within seconds. Ctrl-C stops every process it
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import signal
 import sys
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 from ..settings import Settings
 from . import parts
 from .monitoring import grafana_provisioning, local_config
+from .redis_cluster import ClusterError, LocalRedisCluster
 from .redis_server import RedisServer, RedisServerError, free_port
 from .summary import print_summary
 from .supervisor import StartError, Supervisor
@@ -33,6 +35,7 @@ class DemoOptions:
     train_every: str = "15m"  # the compose trainer's schedule
     spark_cluster: bool = True  # a standalone master and worker, as in compose; else local mode
     any_free_ports: bool = False  # Spark, exporter, Jupyter, Grafana on free ports, not compose's
+    redis_cluster: bool = False  # a Redis Cluster (3 masters, 3 replicas) instead of one redis-server
 
 
 class DemoError(RuntimeError):
@@ -54,10 +57,9 @@ def run_demo(settings: Settings, options: DemoOptions = DemoOptions()) -> int:
               file=sys.stderr)
         return 1
     supervisor = Supervisor()
-    redis = RedisServer(data_dir / "redis", port=free_port(options.redis_port), persistent=True)
+    redis = _redis(data_dir, options)
     previous = signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
-        print(f"starting redis-server on 127.0.0.1:{redis.port} (data in {redis.data_dir}, AOF on)")
         redis.start()
         settings = settings.with_overrides(redis_url=redis.url)
         layout = _layout(settings, data_dir, redis.url, options)
@@ -95,7 +97,7 @@ def run_demo(settings: Settings, options: DemoOptions = DemoOptions()) -> int:
     except (KeyboardInterrupt, _Interrupted):
         print("\nstopping ...", flush=True)
         return 0
-    except (DemoError, StartError, RedisServerError) as problem:
+    except (DemoError, StartError, RedisServerError, ClusterError) as problem:
         print(f"nextwatch demo: {problem} (logs in {data_dir / 'logs'}); stopping", file=sys.stderr)
         return 1
     finally:
@@ -107,6 +109,20 @@ def run_demo(settings: Settings, options: DemoOptions = DemoOptions()) -> int:
         signal.signal(signal.SIGINT, interrupt)
         signal.signal(signal.SIGTERM, previous)
         print("stopped: no nextwatch process is left running", flush=True)
+
+
+def _redis(data_dir: Path, options: DemoOptions):
+    """The demo's private Redis: one redis-server that keeps its data between runs, or a fresh
+    Redis Cluster on loopback (3 masters, 3 replicas, AOF on) each run."""
+    if not options.redis_cluster:
+        server = RedisServer(data_dir / "redis", port=free_port(options.redis_port), persistent=True)
+        print(f"starting redis-server on 127.0.0.1:{server.port} (data in {server.data_dir}, AOF on)")
+        return server
+    folder = data_dir / "redis-cluster"
+    shutil.rmtree(folder, ignore_errors=True)  # a cluster's node files belong to one cluster
+    print(f"starting a Redis Cluster of 3 masters and 3 replicas on loopback (data in {folder}, AOF on, "
+          "fresh each run)")
+    return LocalRedisCluster(folder, appendonly=True)
 
 
 def _layout(settings: Settings, data_dir: Path, redis_url: str, options: DemoOptions) -> parts.Layout:

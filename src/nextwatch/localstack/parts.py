@@ -161,6 +161,9 @@ def spark_master_url(layout: Layout) -> str:
 
 
 def redis_exporter(layout: Layout) -> Part | Skipped:
+    if layout.redis_url.startswith("redis+cluster://"):
+        return Skipped("redis-exporter", "not run against the demo's Redis Cluster (one exporter per node is "
+                                         "how a cluster is watched; see docs/scaling.md)")
     binary = layout.program("redis_exporter", "prometheus-redis-exporter")
     if binary is None:
         return Skipped("redis-exporter", "not installed: apt-get install prometheus-redis-exporter")

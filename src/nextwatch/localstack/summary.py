@@ -31,7 +31,7 @@ API keys are configured in this Redis: add -H "Authorization: Bearer <key>" to t
 
 
 def print_summary(port: int, running: list[Part], skipped: list[Skipped],
-                  dropped: dict[str, list[str]], pids: dict[str, int], redis: RedisServer, version: int,
+                  dropped: dict[str, list[str]], pids: dict[str, int], redis, version: int,
                   keys_configured: bool) -> None:
     lines = ["", "URLs (every part listens on 127.0.0.1 only):"]
     urls = sorted((url for part in running for url in part.urls),
@@ -40,8 +40,7 @@ def print_summary(port: int, running: list[Part], skipped: list[Skipped],
     url_width = max((len(url) for _label, url, _what in urls if len(url) < 60), default=0)  # not Jupyter's
     lines += [f"  {label:<{width}}  {url:<{url_width}}  {what}" for label, url, what in urls]
 
-    lines += ["", "processes (Ctrl-C stops them all):",
-              f"  {'redis-server':<14}  pid {redis.process.pid:<7}  {redis.url}, data in {redis.data_dir} (AOF on)"]
+    lines += ["", "processes (Ctrl-C stops them all):", *_redis_lines(redis)]
     for part in running:
         output = f"log {part.log}" if part.log else "output here"
         lines.append(f"  {part.name:<14}  pid {pids[part.name]:<7}  {_program(part.command)}; {output}")
@@ -57,6 +56,12 @@ def print_summary(port: int, running: list[Part], skipped: list[Skipped],
     if keys_configured:
         examples = examples.replace("Press Ctrl-C", KEY_HINT + "Press Ctrl-C")
     print(examples, flush=True)
+
+
+def _redis_lines(redis) -> list[str]:
+    if isinstance(redis, RedisServer):
+        return [f"  {'redis-server':<14}  pid {redis.process.pid:<7}  {redis.url}, data in {redis.data_dir} (AOF on)"]
+    return [f"  {'redis-cluster':<14}  {len(redis.nodes())} nodes  {redis.url}, data in {redis.base_dir} (AOF on)"]
 
 
 def _program(command: list[str]) -> str:
