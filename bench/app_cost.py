@@ -173,9 +173,9 @@ def main(argv: list[str] | None = None) -> int:
             cases.add("  same, without the latency hooks (before/after_request)", without_hooks(app, gets))
             cases.add("service.recommend() + json.dumps, no Flask",
                       each(lambda u: json.dumps(service.recommend(u)), readers))
-            cases.add("store.users.read() only (MGET + decode)", each(users.read, readers))
-            cases.add("redis-py client.mget() of the same 2 keys only",
-                      each(lambda u: users.client.mget(users.keys.prediction(u), users.keys.history(u)), readers))
+            cases.add("store.users.read() only (GET + decode)", each(users.read, readers))
+            cases.add("redis-py client.get() of the same key only", each(lambda u: users.client.get(users.keys.user(u)),
+                                                                          readers))
             cases.heading("(c) POST /watched")
             cases.add("the app, full", posts)
             cases.add("service.record_watch() + json.dumps, no Flask",

@@ -27,7 +27,7 @@ from nextwatch.localstack.supervisor import Supervisor, http_ok
 from nextwatch.model import NextTitleModel
 from nextwatch.model.sequence import SequenceModel
 from nextwatch.settings import Settings
-from nextwatch.store.users import CachedPrediction, encode_codes
+from nextwatch.store.users import CachedPrediction, encode_state
 
 BENCH_DIR = Path(__file__).resolve().parent
 WRK_SCRIPTS = BENCH_DIR / "wrk"
@@ -155,15 +155,13 @@ def synthetic_histories(model: NextTitleModel, users: int, length: int, seed: in
 def write_users(client, keys: Keys, settings: Settings, user_ids, histories, predictions, model_version: int,
                 batch: int = 2_000) -> None:
     """The bulk equivalent of ``UserStore.record_watch`` (one per title) then ``save_prediction``:
-    the same keys, the same byte encodings, the same TTLs, pipelined. ``check_bulk_writer``
-    proves the equivalence against the real code path."""
+    the same key, the same byte encoding, pipelined. ``check_bulk_writer`` proves the
+    equivalence against the real code path."""
     pipe = client.pipeline(transaction=False)
     for index, (user_id, history, codes) in enumerate(zip(user_ids, histories, predictions), 1):
         history = np.asarray(history, dtype="<u4")[-settings.history_length :]
-        pipe.set(keys.history(user_id), encode_codes(history))
-        if codes is not None:
-            pipe.set(keys.prediction(user_id), CachedPrediction.encode(model_version, history, codes),
-                     ex=settings.cache_ttl_seconds)
+        prediction = CachedPrediction.encode(model_version, history, codes) if codes is not None else b""
+        pipe.set(keys.user(user_id), encode_state(history, prediction))
         if index % batch == 0:
             pipe.execute()
     pipe.execute()
@@ -172,7 +170,7 @@ def write_users(client, keys: Keys, settings: Settings, user_ids, histories, pre
 def check_bulk_writer(store, settings: Settings, history, codes, model_version: int) -> list[str]:
     """Write one user through the real store code (``record_watch`` per title, then
     ``save_prediction``) and another with ``write_users``; return every difference found in the
-    stored bytes, the TTLs and MEMORY USAGE (an empty list: the bulk writer is faithful).
+    stored bytes, the TTL and MEMORY USAGE (an empty list: the bulk writer is faithful).
     Both users' keys are deleted again; the real path's events stay in the event log."""
     client, keys = store.client, store.keys
     real, bulk = "check-real", "check-bulk"  # same length, so equal memory is expected
@@ -182,15 +180,14 @@ def check_bulk_writer(store, settings: Settings, history, codes, model_version: 
     store.users.save_prediction(real, model_version, recorded.history, codes)
     write_users(client, keys, settings, [bulk], [history], [codes], model_version)
     problems = []
-    for name, key in (("history", keys.history), ("prediction", keys.prediction)):
-        a, b = key(real), key(bulk)
-        if client.get(a) != client.get(b):
-            problems.append(f"{name}: stored bytes differ")
-        if (client.ttl(a) > 0) != (client.ttl(b) > 0):
-            problems.append(f"{name}: TTL differs ({client.ttl(a)} vs {client.ttl(b)})")
-        if client.memory_usage(a) != client.memory_usage(b):
-            problems.append(f"{name}: MEMORY USAGE {client.memory_usage(a)} vs {client.memory_usage(b)}")
-    for key in (keys.history(real), keys.prediction(real), keys.history(bulk), keys.prediction(bulk)):
+    a, b = keys.user(real), keys.user(bulk)
+    if client.get(a) != client.get(b):
+        problems.append("user state: stored bytes differ")
+    if client.ttl(a) != client.ttl(b):
+        problems.append(f"user state: TTL differs ({client.ttl(a)} vs {client.ttl(b)})")
+    if client.memory_usage(a) - len(a) != client.memory_usage(b) - len(b):
+        problems.append(f"user state: MEMORY USAGE {client.memory_usage(a)} vs {client.memory_usage(b)}")
+    for key in (a, b):
         client.delete(key)  # one by one: on a cluster the two users are in different slots
     return problems
 

@@ -1,4 +1,4 @@
-"""Redis memory per user: a 50-title history plus a cached top-10 prediction.
+"""Redis memory per user: a 50-title history plus a cached top-10 prediction (one key).
 
     .venv/bin/python bench/memory.py [--users 100000] [--through-store 500] [--id-style short|uuid] [--cluster]
 
@@ -149,10 +149,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"({(db.get('overhead.hashtable.main', 0) + db.get('overhead.hashtable.expires', 0)) / args.users:.1f}"
                   " per user)")
             for label, user_id in samples:
-                h, p = keys.history(user_id), keys.prediction(user_id)
-                print(f"  MEMORY USAGE ({label}) {h!r}: {client.memory_usage(h, samples=0)} bytes "
-                      f"({client.strlen(h)}-byte value); {p!r}: {client.memory_usage(p, samples=0)} bytes "
-                      f"({client.strlen(p)}-byte value, TTL {client.ttl(p)} s)")
+                key = keys.user(user_id)
+                print(f"  MEMORY USAGE ({label}) {key!r}: {client.memory_usage(key, samples=0)} bytes "
+                      f"({client.strlen(key)}-byte value: 50-title history and a cached top-10)")
             print(f"Redis bytes per user: {per_user:.1f}   target < {TARGET_BYTES}   "
                   f"{'PASS' if per_user < TARGET_BYTES else 'GAP'}")
             if args.cluster:

@@ -123,7 +123,7 @@ def test_a_master_killed_under_load_loses_no_accepted_watch_with_wait(settings, 
     supervisor = Supervisor()
     try:
         base = serve(settings, supervisor, write_replicas=1, write_replicas_timeout=0.3)
-        victim = clean_cluster.master_for_key(store.keys.history("U1"))
+        victim = clean_cluster.master_for_key(store.keys.user("U1"))
         with Load(base) as load:
             time.sleep(3)
             killed_at = time.monotonic()

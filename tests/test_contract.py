@@ -98,10 +98,14 @@ def test_cache_never_outlives_a_new_model_version(client, store, published):
 def test_a_stale_cache_entry_is_not_served_when_the_history_changed(client, store, published):
     """Two racing watches can leave a prediction computed from an older history; the
     fingerprint of the history in the cache entry catches it."""
+    from nextwatch.store.users import decode_state, encode_codes, encode_state
+
     client.post("/watched", json={"user_id": "U4", "content_id": "C1010"})
-    stale = store.client.get(store.keys.prediction("U4"))
+    _, stale = decode_state(store.client.get(store.keys.user("U4")))
     client.post("/watched", json={"user_id": "U4", "content_id": "C1045"})
-    store.client.set(store.keys.prediction("U4"), stale)
+    history, _ = decode_state(store.client.get(store.keys.user("U4")))
+    # The older prediction beside the newer history, as a lost race could leave it.
+    store.client.set(store.keys.user("U4"), encode_state(history, encode_codes([stale.stamp, *stale.codes])))
     body = client.get("/recommend/U4").get_json()
     assert body["cache_hit"] is False and body["recommendation"] == "C1046"
 

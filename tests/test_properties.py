@@ -65,12 +65,11 @@ def test_every_accepted_id_stays_inside_its_hash_tag_and_round_trips(user_id, ev
     assert validate_id(event_id, "event_id") == event_id
     keys = Keys(prefix, shards=16)
     shard_tag = keys.shard_tag(keys.shard_of(user_id))
-    user_keys = [keys.history(user_id), keys.prediction(user_id), keys.event_id(user_id, event_id)]
+    user_keys = [keys.user(user_id), keys.event_id(user_id, event_id)]
     for key in user_keys + [keys.user_event_log(user_id)]:
         assert hash_tag(key) == shard_tag, key  # the user's shard's slot, whatever the id holds
     # The ids come back out of the keys unchanged.
-    assert keys.history(user_id).split("}:h:", 1)[1] == user_id
-    assert keys.prediction(user_id).split("}:p:", 1)[1] == user_id
+    assert keys.user(user_id).split("}:u:", 1)[1] == user_id
     assert keys.event_id(user_id, event_id).split("}:e:", 1)[1].split("|") == [user_id, event_id]
 
 
@@ -79,8 +78,8 @@ def test_every_accepted_id_stays_inside_its_hash_tag_and_round_trips(user_id, ev
 def test_distinct_ids_never_share_a_key(first, second, first_event, second_event):
     assume((first, first_event) != (second, second_event))
     keys = Keys("nw", shards=16)
-    names = {keys.history(first), keys.prediction(first), keys.event_id(first, first_event)}
-    others = {keys.history(second), keys.prediction(second), keys.event_id(second, second_event)}
+    names = {keys.user(first), keys.event_id(first, first_event)}
+    others = {keys.user(second), keys.event_id(second, second_event)}
     if first != second:
         assert not names & others
     else:  # same user, other event: only the event-id key differs

@@ -262,15 +262,16 @@ def test_rate_limit_holds_across_processes(store, settings, published):
 # -- Redis memory ----------------------------------------------------------------------------------
 @ON_BOTH_TOPOLOGIES
 def test_only_caches_carry_a_ttl(store, settings, redis_client, published):
-    """What volatile-lru may evict is exactly what can be recomputed (README, Operations)."""
+    """What volatile-lru may evict is exactly what can be recomputed (README, Operations): event ids and
+    rate-limit buckets; a user's state (history and cached prediction) stays."""
     key = issue_key(store, "app", "admin")
     client = app_client(settings, store, rate_limit=100)
     client.post("/watched", json={**WATCH, "event_id": "ev1"}, headers=bearer(key))
     client.post("/admin/models/rollback", headers=bearer(key))
     with_ttl = {name.decode() for name in redis_client.scan_iter() if redis_client.ttl(name) > 0}
-    assert with_ttl == {store.keys.prediction("U1"), store.keys.event_id("U1", "ev1"), store.keys.rate_limit("app")}
+    assert with_ttl == {store.keys.event_id("U1", "ev1"), store.keys.rate_limit("app")}
     without = {name.decode() for name in redis_client.scan_iter() if redis_client.ttl(name) == -1}
-    assert {store.keys.history("U1"), store.keys.api_keys, store.keys.user_event_log("U1"),
+    assert {store.keys.user("U1"), store.keys.api_keys, store.keys.user_event_log("U1"),
             store.keys.current_model} <= without
 
 
@@ -319,13 +320,13 @@ def test_per_user_keys_sit_in_their_shards_slot_and_never_collide():
     users = ("U1", "a:b", "a", "b", "x.y_z-9", "e", "h", "A" * 128)
     for user_id in users:
         tag = keys.shard_tag(keys.shard_of(user_id))
-        user_keys = [keys.history(user_id), keys.prediction(user_id), keys.event_log(keys.shard_of(user_id))]
+        user_keys = [keys.user(user_id), keys.event_log(keys.shard_of(user_id))]
         user_keys += [keys.event_id(user_id, event) for event in ("e:1", "1", "b", "h:a")]
         for name in user_keys:
             assert name.count("{") == 1 and name.count("}") == 1
             assert name[name.index("{") + 1 : name.index("}")] == tag
-        names.update(user_keys[:2] + user_keys[3:])
-    assert len(names) == len(users) * 6  # history, prediction and four event ids each, all distinct
+        names.update(user_keys[:1] + user_keys[2:])
+    assert len(names) == len(users) * 5  # the state and four event ids each, all distinct
 
 
 def test_shards_spread_evenly_over_the_cluster_slots():

@@ -170,6 +170,7 @@ def test_train_publishes_the_blend_and_a_cache_miss_serves_it(settings, store, s
     import csv
 
     from nextwatch.api import create_app
+    from nextwatch.store.users import encode_state
     from nextwatch.training import train
 
     histories = stride_histories(300, 23, seed=4)
@@ -199,7 +200,8 @@ def test_train_publishes_the_blend_and_a_cache_miss_serves_it(settings, store, s
     assert watched["predicted_next"] == codes[model.recommend(history, 1)[0]]
     cached = client.get("/recommend/viewer").get_json()
     assert cached["cache_hit"] is True and cached["recommendation"] == watched["predicted_next"]
-    store.client.delete(store.keys.prediction("viewer"))  # a miss computes the blend inline
+    # A miss computes the blend inline: the state without its cached prediction.
+    store.client.set(store.keys.user("viewer"), encode_state(history))
     got = client.get("/recommend/viewer?k=5").get_json()
     assert got["cache_hit"] is False
     assert got["recommendations"] == [codes[c] for c in model.recommend(history, 5)]

@@ -14,10 +14,10 @@ def test_defaults_without_environment():
 
 def test_environment_values_are_parsed():
     settings = load_settings({"NEXTWATCH_REDIS_URL": "redis://10.0.0.1:7000/2", "NEXTWATCH_PORT": "8000",
-                              "NEXTWATCH_WORKERS": "3", "NEXTWATCH_CACHE_TTL": "60",
+                              "NEXTWATCH_WORKERS": "3", "NEXTWATCH_EVENT_ID_TTL": "60",
                               "NEXTWATCH_REDIS_TIMEOUT": "0.25"})
     assert settings.redis_url == "redis://10.0.0.1:7000/2"
-    assert (settings.port, settings.workers, settings.cache_ttl_seconds) == (8000, 3, 60)
+    assert (settings.port, settings.workers, settings.event_id_ttl_seconds) == (8000, 3, 60)
     assert settings.redis_timeout_seconds == 0.25
 
 

@@ -11,12 +11,14 @@ Global keys carry their own tags: ``{titles}`` for the catalog, ``{model}`` for 
 models (so that a rollback's WATCH/MULTI and a model's MGET touch one slot).
 
 User ids are validated (``ids.py``) before they reach this module: 1-128 characters from
-``[A-Za-z0-9_.:-]``. Within a shard a user's keys are ``<kind>:<user>`` (``h``, ``p``) and
+``[A-Za-z0-9_.:-]``. Within a shard a user's keys are ``u:<user>`` and
 ``e:<user>|<event id>``: ``|`` never occurs in an id, so no user's key can be another's.
 API key names are validated likewise (no braces, no ':').
 
-Only caches carry a TTL (cached predictions, event ids, rate-limit buckets): with Redis's
-``maxmemory-policy volatile-lru`` eviction can only remove what can be recomputed.
+Only what can be recomputed carries a TTL (event ids, rate-limit buckets): with Redis's
+``maxmemory-policy volatile-lru`` eviction can only remove those. A user's cached prediction
+lives in the user's state (one key a user), valid only for the history and model version it
+was computed from.
 """
 
 from __future__ import annotations
@@ -95,13 +97,10 @@ class Keys:
         return self._tags[shard]
 
     # -- per user: one hash slot per shard --------------------------------------------------------
-    def history(self, user_id: str) -> str:
-        """String of little-endian uint32 title codes, oldest first, capped in length."""
-        return f"{self._shard_roots[self.shard_of(user_id)]}:h:{user_id}"
-
-    def prediction(self, user_id: str) -> str:
-        """Cached prediction: a uint32 stamp then uint32 title codes; has a TTL."""
-        return f"{self._shard_roots[self.shard_of(user_id)]}:p:{user_id}"
+    def user(self, user_id: str) -> str:
+        """The user's state, one string: uint32 n, the last n watched title codes (oldest
+        first), then the cached prediction if any (uint32 stamp, uint32 codes). No TTL."""
+        return f"{self._shard_roots[self.shard_of(user_id)]}:u:{user_id}"
 
     def event_id(self, user_id: str, event_id: str) -> str:
         """The stored answer to an event id already accepted (idempotent retries); has a TTL."""

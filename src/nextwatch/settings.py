@@ -121,7 +121,6 @@ class Settings:
     threads: int = 4  # Python threads per worker process running the WSGI app
     history_length: int = 50
     cache_top_k: int = 10
-    cache_ttl_seconds: int = 86_400
     event_id_ttl_seconds: int = 86_400
     event_log_max_length: int = 1_000_000
     models_kept: int = 3
@@ -179,7 +178,6 @@ SETTINGS_SPEC: dict[str, tuple[str, Callable[[str], Any], str]] = {
                                             "overlaps another's work)"),
     "history_length": ("HISTORY_LENGTH", _integer(1, 1000), "titles kept per user history"),
     "cache_top_k": ("CACHE_TOP_K", _integer(1, 100), "titles kept in a user's cached list"),
-    "cache_ttl_seconds": ("CACHE_TTL", _integer(1, 30 * 86_400), "lifetime of a cached prediction"),
     "event_id_ttl_seconds": ("EVENT_ID_TTL", _integer(1, 30 * 86_400), "how long event ids are remembered"),
     "event_log_max_length": ("EVENT_LOG_MAX_LENGTH", _integer(1_000, 10**9), "cap of the event stream"),
     "models_kept": ("MODELS_KEPT", _integer(1, 100), "published model versions kept"),

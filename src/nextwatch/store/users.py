@@ -1,12 +1,13 @@
-"""Per-user state: watch history, cached prediction, remembered event ids.
+"""Per-user state: watch history and cached prediction in one key, remembered event ids.
 
-Layouts (docs/redis-keys.md): a history is a string of little-endian uint32 title codes, oldest
-first; a cached prediction is a uint32 stamp, the CRC-32 of the model version and the history it was
-computed from, then uint32 title codes. The stamp makes a prediction invalid the moment the
-history or the model changes, even when two watches of one user race each other. One stamp
-instead of a version and a CRC keeps a top-10 entry at 44 bytes, the largest value Redis stores
-in one allocation with its object (an "embstr"): 16 bytes a user less. Binary
-codes keep a 50-title history in ~200 bytes, a third of the same history as a list of strings.
+Layout (docs/redis-keys.md): a user's state is one string of little-endian uint32: n, the last
+n watched title codes (oldest first), then the cached prediction if any: a stamp, the CRC-32 of
+the model version and the history it was computed from, then the predicted codes. The stamp
+makes a prediction invalid the moment the history or the model changes, even when two watches
+of one user race each other. One key a user rather than two (history, prediction) saves the
+second key's name, object, table entries and, in a cluster, its slot bookkeeping: about 150
+bytes a user (BENCHMARKS.md). Binary codes keep a 50-title history in ~200 bytes, a third of
+the same history as a list of strings.
 
 Every method returns typed values (numpy code arrays, the dataclasses below), never Redis bytes.
 """
@@ -44,6 +45,20 @@ def prediction_stamp(model_version: int, history: np.ndarray) -> int:
     return zlib.crc32(history.tobytes(), zlib.crc32(model_version.to_bytes(4, "little")))
 
 
+def encode_state(history, prediction: bytes = b"") -> bytes:
+    """A user's state: the history (at most the cap, already applied) and an encoded prediction."""
+    history = np.asarray(history, dtype=CODE)
+    return encode_codes([len(history)]) + history.tobytes() + prediction
+
+
+def decode_state(raw: bytes | None) -> tuple[np.ndarray, "CachedPrediction | None"]:
+    values = decode_codes(raw)
+    if len(values) == 0:
+        return values, None
+    count = int(values[0])
+    return values[1: 1 + count], CachedPrediction.from_codes(values[1 + count:])
+
+
 @dataclasses.dataclass(frozen=True)
 class CachedPrediction:
     stamp: int
@@ -51,9 +66,13 @@ class CachedPrediction:
 
     @classmethod
     def decode(cls, raw: bytes | None) -> "CachedPrediction | None":
-        if not raw or len(raw) < 8:
+        return cls.from_codes(decode_codes(raw))
+
+    @classmethod
+    def from_codes(cls, values: np.ndarray) -> "CachedPrediction | None":
+        """A stamp and at least one code, else None (nothing cached)."""
+        if len(values) < 2:
             return None
-        values = decode_codes(raw)
         return cls(int(values[0]), values[1:])
 
     @staticmethod
@@ -120,12 +139,14 @@ class UserStore:
         self.settings = settings
         self._watch_source, self._watch_sha = _script("watch.lua")
         self._watch_script = client.register_script(self._watch_source)
+        self._cache_source, self._cache_sha = _script("cache_prediction.lua")
+        self._sources = {self._watch_sha: self._watch_source, self._cache_sha: self._cache_source}
 
     @translate_failures
     def read(self, user_id: str) -> UserState:
-        """One round trip (both keys sit in the user's slot): cached prediction and history."""
-        cached, history = self.client.mget(self.keys.prediction(user_id), self.keys.history(user_id))
-        return UserState(CachedPrediction.decode(cached), decode_codes(history))
+        """One GET: the history and the cached prediction."""
+        history, cached = decode_state(self.client.get(self.keys.user(user_id)))
+        return UserState(cached, history)
 
     @translate_failures
     def record_watch(self, user_id: str, content_id: str, code: int, timestamp: float, event_id: str | None,
@@ -137,15 +158,14 @@ class UserStore:
         connection, so WAIT covers this script's writes) and raises ReplicasBehind if they did
         not confirm in time."""
         keys = [
-            self.keys.history(user_id),
-            self.keys.prediction(user_id),
+            self.keys.user(user_id),
             self.keys.user_event_log(user_id),
             self.keys.event_id(user_id, event_id or "-"),
         ]
         durable = self.settings.write_replicas > 0
         args = [
             encode_codes([code]),
-            self.settings.history_length * CODE.itemsize,
+            self.settings.history_length,
             user_id,
             content_id,
             repr(timestamp),
@@ -165,38 +185,46 @@ class UserStore:
         return RecordedWatch(decode_codes(history), CachedPrediction.decode(previous), stream_id.decode())
 
     def _record_and_wait(self, keys: list, args: list):
-        """The watch script and WAIT on one connection of the node holding the user's slot,
-        following MOVED and ASK redirects (a slot that moved, a replica promoted) as the cluster
-        client does for its own commands."""
+        """The watch script and WAIT in one round trip on one connection (so WAIT covers the
+        script's writes) of the node holding the user's slot."""
         replicas = self.settings.write_replicas
         timeout_ms = max(1, int(self.settings.write_replicas_timeout_seconds * 1000))
-        target, asking = self._node_client(keys[0]), False
+        reply, confirmed = self._on_users_node(keys[0], [("EVALSHA", self._watch_sha, len(keys), *keys, *args),
+                                                         ("WAIT", replicas, timeout_ms)])
+        if int(confirmed) < replicas:
+            raise ReplicasBehind(f"the watch is recorded but only {int(confirmed)} of {replicas} replicas "
+                                 f"confirmed it within {timeout_ms} ms; retry with the same event_id",
+                                 retry_after_seconds=1)
+        return reply
+
+    def _on_users_node(self, key: str, commands: list[tuple]) -> list:
+        """``commands`` pipelined on one connection of the node that holds ``key``'s slot (on a
+        single Redis, the one Redis), their replies in order. A cluster pipeline cannot carry a
+        script, nor keep WAIT on the connection of the write it waits for, hence this: it
+        follows MOVED and ASK (a slot that moved, a replica promoted) as the cluster client does
+        for its own commands, and loads a script that Redis forgot (nothing ran then)."""
+        target, asking = self._node_client(key), False
         for _attempt in range(REDIRECTS_FOLLOWED):
             pipe = target.pipeline(transaction=False)
             if asking:
                 pipe.execute_command("ASKING")
-            pipe.evalsha(self._watch_sha, len(keys), *keys, *args)
-            pipe.execute_command("WAIT", replicas, timeout_ms)
-            replies = pipe.execute(raise_on_error=False)
-            reply, confirmed = replies[-2], replies[-1]
-            if isinstance(reply, redis.exceptions.NoScriptError):
-                target.script_load(self._watch_source)  # nothing ran: the WAIT waited for nothing
+            for command in commands:
+                pipe.execute_command(*command)
+            replies = pipe.execute(raise_on_error=False)[1 if asking else 0:]
+            first = replies[0]
+            if isinstance(first, redis.exceptions.NoScriptError):
+                target.script_load(self._sources[commands[0][1]])
                 continue
-            if isinstance(reply, redis.exceptions.AskError):  # MovedError is one too
-                moved = isinstance(reply, redis.exceptions.MovedError)
+            if isinstance(first, redis.exceptions.AskError):  # MovedError is one too
+                moved = isinstance(first, redis.exceptions.MovedError)
                 if moved:
-                    self.client.nodes_manager.move_slot(reply)  # the map learns the new owner
-                target, asking = self._client_at(reply.host, reply.port), not moved
+                    self.client.nodes_manager.move_slot(first)  # the map learns the new owner
+                target, asking = self._client_at(first.host, first.port), not moved
                 continue
-            if isinstance(reply, Exception):
-                raise reply
-            if isinstance(confirmed, Exception):
-                raise confirmed
-            if int(confirmed) < replicas:
-                raise ReplicasBehind(f"the watch is recorded but only {int(confirmed)} of {replicas} replicas "
-                                     f"confirmed it within {timeout_ms} ms; retry with the same event_id",
-                                     retry_after_seconds=1)
-            return reply
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+            return replies
         raise StoreUnavailable("the slot of the user kept moving; retry")
 
     def _node_client(self, key: str):
@@ -216,22 +244,22 @@ class UserStore:
 
     @translate_failures
     def save_prediction(self, user_id: str, model_version: int, history: np.ndarray, codes,
-                        answer: tuple[str, dict] | None = None, after_watch: bool = False) -> None:
-        """One round trip: cache the prediction (with its TTL) and, for an event id, the answer
-        that a retry of the same event gets (both keys in the user's slot).
-
-        ``after_watch``: the watch just recorded deleted the user's entry, so one that is there
-        now was written since, for a newer watch: SET NX leaves it."""
-        prediction = CachedPrediction.encode(model_version, history, codes)
-        key, ttl = self.keys.prediction(user_id), self.settings.cache_ttl_seconds
-        if answer is None:  # one command needs no pipeline object (measurably cheaper)
-            self.client.set(key, prediction, ex=ttl, nx=after_watch)
-            return
+                        answer: tuple[str, dict] | None = None, after_watch: bool = False) -> bool:
+        """One round trip (cache_prediction.lua, and for an event id the answer that a retry of
+        the same event gets, both in the user's slot): cache the prediction in the user's state
+        while the history is still the one it was computed from. ``after_watch``: only if none
+        is cached (the watch just recorded dropped it; one there now was written since, for this
+        history or a newer one). True if the prediction was cached."""
+        history = np.asarray(history, dtype=CODE)
+        args = [history.tobytes(), CachedPrediction.encode(model_version, history, codes), "1" if after_watch else "0"]
+        key = self.keys.user(user_id)
+        cache = ("EVALSHA", self._cache_sha, 1, key, *args)
+        if answer is None:
+            return int(self._on_users_node(key, [cache])[0]) == 1
         event_id, body = answer
-        pipe = self.client.pipeline(transaction=False)
-        pipe.set(key, prediction, ex=ttl, nx=after_watch)
-        pipe.set(self.keys.event_id(user_id, event_id), _answer_bytes(body), ex=self.settings.event_id_ttl_seconds)
-        pipe.execute()
+        replies = self._on_users_node(key, [cache, ("SET", self.keys.event_id(user_id, event_id), _answer_bytes(body),
+                                                    "EX", self.settings.event_id_ttl_seconds)])
+        return int(replies[0]) == 1
 
     @translate_failures
     def save_answer(self, user_id: str, event_id: str, body: dict) -> None:
