@@ -191,9 +191,6 @@ def test_redis_restarts_and_archiver_crashes_under_load(private_redis, spark, tm
     threads += [threading.Thread(target=client.reader, args=(stop, random.Random(100 + n))) for n in range(READERS)]
     outages = []  # (how, Redis gone at, restarted at, answering again at)
     try:
-        # `nextwatch serve` imports the metrics (start-up notice) before it prepares this folder,
-        # and prometheus_client fails on a folder that does not exist yet.
-        (tmp_path / "metrics").mkdir()
         api = supervisor.start("api", [sys.executable, "-m", "nextwatch.cli", "serve", "--port", str(port),
                                        "--workers", str(WORKERS)],
                                {**env, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")},
