@@ -59,7 +59,7 @@ from typing import Callable
 
 from ..store.consumer_loop import ConsumerLoop
 from ..store.event_consumer import Delivered, EventConsumer
-from .files import ArchiveFolder, BatchRecord
+from .files import ArchiveFolder, BatchRecord, by_day
 
 log = logging.getLogger("nextwatch.archive")
 
@@ -151,8 +151,9 @@ class Archiver:
         if not self._batch:
             return
         events = self._batch
-        record = BatchRecord.following(self._newest, self.shards, events)
-        files = self.folder.write_batch(record, events, self.checkpoint)
+        days = by_day(events)
+        record = BatchRecord.following(self._newest, self.shards, days)
+        files = self.folder.write_batch(record, days, self.checkpoint)
         self.checkpoint("batch-written")
         self._newest, self._batch, self._started = record, [], None
         for event in events:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import fcntl
+import functools
 import json
 import os
 import re
@@ -87,6 +88,18 @@ def _event_order(event: dict) -> tuple[int, tuple[int, int]]:
     return event["shard"], stream_id_order(event["stream_id"])
 
 
+def by_day(events: list[dict]) -> dict[str, list[dict]]:
+    """The events of a batch by UTC day, in the order they are written: by shard, then stream id
+    (one sort: a batch is up to 10,000 events, and this runs once per batch)."""
+    days: dict[int, str] = {}
+    grouped: dict[str, list[dict]] = {}
+    for event in sorted(events, key=_event_order):
+        number = int(event["timestamp"] // 86_400)
+        day = days.get(number) or days.setdefault(number, day_of(event["timestamp"]))
+        grouped.setdefault(day, []).append(event)
+    return dict(sorted(grouped.items()))
+
+
 @dataclasses.dataclass(frozen=True)
 class BatchRecord:
     """What every file of one batch says about the archive."""
@@ -98,22 +111,29 @@ class BatchRecord:
     through: dict[int, str]  # this batch and all before: shard -> the newest stream id archived
 
     @classmethod
-    def following(cls, previous: "BatchRecord | None", shards: int, events: list[dict]) -> "BatchRecord":
-        """The record of a new batch of ``events`` written after ``previous``."""
+    def following(cls, previous: "BatchRecord | None", shards: int, days: dict[str, list[dict]]) -> "BatchRecord":
+        """The record of a new batch written after ``previous``; ``days`` as :func:`by_day` gives."""
         ranges: dict[int, tuple[str, str]] = {}
-        for event in sorted(events, key=_event_order):
-            first = ranges.get(event["shard"], (event["stream_id"],))[0]
-            ranges[event["shard"]] = (first, event["stream_id"])
+        for events in days.values():
+            for shard, first, last in _shard_ends(events):
+                known = ranges.get(shard)
+                if known is None:
+                    ranges[shard] = (first, last)
+                else:
+                    ranges[shard] = (min(known[0], first, key=stream_id_order), max(known[1], last, key=stream_id_order))
         through = dict(previous.through) if previous else {}
         through.update({shard: last for shard, (_first, last) in ranges.items()})
-        days = tuple(sorted({day_of(event["timestamp"]) for event in events}))
-        return cls((previous.number if previous else 0) + 1, shards, days, ranges, through)
+        return cls((previous.number if previous else 0) + 1, shards, tuple(days), ranges, through)
 
     def archived(self, shard: int, stream_id: str) -> bool:
         """Whether the entry is in this batch or an earlier one (each shard is archived in
         stream-id order, with no gap: archiver.py)."""
-        last = self.through.get(shard)
-        return last is not None and stream_id_order(stream_id) <= stream_id_order(last)
+        last = self._through_order.get(shard)
+        return last is not None and stream_id_order(stream_id) <= last
+
+    @functools.cached_property
+    def _through_order(self) -> dict[int, tuple[int, int]]:
+        return {shard: stream_id_order(last) for shard, last in self.through.items()}  # once, not per entry
 
     @property
     def file_name(self) -> str:
@@ -135,6 +155,15 @@ class BatchRecord:
                        {int(s): i for s, i in raw["through"].items()})
         except (OSError, KeyError, ValueError, TypeError, pa.ArrowException) as problem:
             raise ArchiveUnusable(f"{path}: not a readable archive file of this nextwatch ({problem})") from None
+
+
+def _shard_ends(events: list[dict]):
+    """(shard, first stream id, last stream id) of each shard's run in events sorted by shard."""
+    start = 0
+    for index in range(1, len(events) + 1):
+        if index == len(events) or events[index]["shard"] != events[start]["shard"]:
+            yield events[start]["shard"], events[start]["stream_id"], events[index - 1]["stream_id"]
+            start = index
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,21 +252,18 @@ class ArchiveFolder:
                                       "lost them")
         return Recovery(newest, finished, removed)
 
-    def write_batch(self, record: BatchRecord, events: list[dict], checkpoint: Callable[[str], None]) -> int:
-        """Write ``events`` as one file per UTC day of ``record.days``, each named after the
+    def write_batch(self, record: BatchRecord, days: dict[str, list[dict]], checkpoint: Callable[[str], None]) -> int:
+        """Write one file per UTC day (``days`` as :func:`by_day` gives), each named after the
         batch and carrying its record; returns the number of files. ``checkpoint`` is called
         at each step (tests kill the process there)."""
-        by_day: dict[str, list[dict]] = {day: [] for day in record.days}
-        for event in sorted(events, key=_event_order):
-            by_day[day_of(event["timestamp"])].append(event)
         schema = SCHEMA.with_metadata({RECORD_KEY: record.to_bytes()})
         moves = []
-        for day in record.days:
+        for day, events in days.items():
             folder = self.root / f"{DAY_PREFIX}{day}"
             self._make_folder(folder)
             temp = folder / f".{record.file_name}.tmp"
             with open(temp, "wb") as handle:
-                pq.write_table(pa.Table.from_pylist(by_day[day], schema=schema), handle)
+                pq.write_table(pa.Table.from_pylist(events, schema=schema), handle)
                 handle.flush()
                 os.fsync(handle.fileno())
             checkpoint("temp-written")
