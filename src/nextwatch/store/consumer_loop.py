@@ -20,10 +20,10 @@ Replies lost with their connection. A read of new entries makes them pending at 
 whether or not its reply arrives, and redis-py sends a command again when its connection drops,
 so a lost reply can pass unnoticed: its entries would sit pending, unseen, behind entries of
 the same shard that the handler already took. So every read of new entries is followed, in the
-same pipeline, by that shard's pending count (XPENDING), which must equal what the loop holds
-in the shard plus what the read delivered. When it is larger, the shard's reply is not handed
-over and the loop starts again from the pending entries, which hold both. When it is smaller,
-the group was reset behind the loop's back: handled as a missing group.
+same pipeline, by this consumer's pending count in that shard (XPENDING), which must equal what
+the loop holds in the shard plus what the read delivered. When it is larger, the shard's reply
+is not handed over and the loop starts again from the pending entries, which hold both. When it
+is smaller, the group was reset behind the loop's back: handled as a missing group.
 
 Failures. StoreUnavailable: the handler keeps what it holds and ``tick`` still runs (files need
 no Redis); the loop retries with backoff (0.5 s doubling to 30 s), then joins again from the

@@ -46,8 +46,9 @@ class Delivered:
 @dataclasses.dataclass
 class Sweep:
     """One read of several shards. ``entries``: per shard, oldest first. ``pending``: for reads
-    of new entries, the group's pending count per shard taken right after the read (the loop
-    checks it against what it was handed). ``missing``: shards whose group or stream is gone."""
+    of new entries, this consumer's pending count per shard taken right after the read (the
+    loop checks it against what it was handed). ``missing``: shards whose group or stream is
+    gone."""
 
     entries: dict[int, list[Delivered]]
     pending: dict[int, int]
@@ -140,8 +141,8 @@ class EventConsumer:
     @translate_failures
     def read_new(self, shards: list[int], count: int) -> Sweep:
         """Per shard, entries never delivered to the group, oldest first (none waits: a
-        blocking read cannot span the nodes of a cluster), each followed by the group's pending
-        count in that shard (XPENDING), read in the same pipeline right after."""
+        blocking read cannot span the nodes of a cluster), each followed by this consumer's
+        pending count in that shard (XPENDING), read in the same pipeline right after."""
         pipe = self.client.pipeline(transaction=False)
         for shard in shards:
             key = self.keys.event_log(shard)
@@ -157,7 +158,8 @@ class EventConsumer:
             _raise_failure(reply)
             _raise_failure(summary)
             sweep.entries[shard] = _delivered(shard, reply)
-            sweep.pending[shard] = int(summary["pending"])
+            sweep.pending[shard] = next((int(c["pending"]) for c in summary["consumers"]
+                                         if _text(c["name"]) == self.consumer), 0)
         return sweep
 
     @translate_failures
