@@ -47,7 +47,10 @@ and counted in ``ArchiveStats.unreadable``.
 
 Assumptions: one archiver per group and per archive folder (the folder is locked; another
 consumer of the same group would take entries out of order); stream ids only grow within a
-shard (Redis guarantees this unless its data is lost and its clock goes back).
+shard. Redis guarantees this unless it loses data: after a failover that lost the newest writes
+of a shard, or a restart from an older file, new ids still lie above the lost (maybe archived)
+ones as long as the new master's clock is not behind the old one's by more than the outage
+lasted; ids at or below ``through`` would be skipped as archived.
 """
 
 from __future__ import annotations
