@@ -22,13 +22,13 @@ import pytest
 
 from nextwatch.archiving import ArchiveBusy, ArchiveFolder, Archiver, ArchiveUnusable, BatchRecord, read_group_lag, run_archive
 from nextwatch.archiving.files import day_of
+from nextwatch.errors import StoreUnavailable
 from nextwatch.localstack.redis_server import RedisServer
 from nextwatch.settings import Settings
 from nextwatch.store import Store
 from nextwatch.store.event_consumer import EventConsumer
 
-# "cluster" joins once tests/conftest.py provides the clean_cluster fixture (branch hx-cluster).
-BACKENDS = ["redis"]
+BACKENDS = ["redis", "cluster"]  # the cluster: tests/conftest.py's clean_cluster (3 masters, 3 replicas)
 DAY0 = datetime.datetime(2026, 11, 24, tzinfo=datetime.timezone.utc).timestamp()
 TITLES = [f"T{i}" for i in range(7)]
 
@@ -486,3 +486,46 @@ def test_training_reads_the_archive(settings, store, spark, out):
     assert events.columns == ["user_id", "content_id", "timestamp", "stream_id", "shard", "seq"]
     assert events.count() == 120
     assert events.select("shard", "stream_id").distinct().count() == 120
+
+
+def test_a_master_failover_under_a_running_archiver(clean_cluster, tmp_path, caplog):
+    """A Redis Cluster whose master of one shard's slot is SIGKILLed while watches flow and the
+    archiver runs: the archiver backs off, finds the promoted replica and carries on, and every
+    event the cluster still holds is archived once. (Replication is asynchronous: the failover
+    may lose the newest writes of the dead master; those archived before it stay archived.)"""
+    settings = Settings(redis_url=clean_cluster.url, key_prefix="nwtest", archive_dir=str(tmp_path / "archive"))
+    out = Path(settings.archive_dir)
+    store = Store.from_settings(settings)
+    codes = dict(zip(TITLES, store.catalog.register(TITLES)))
+    stop, written = threading.Event(), [0]
+
+    def writer():
+        while not stop.is_set():
+            i = written[0]
+            try:
+                store.users.record_watch(f"U{i % 13}", "T1", codes["T1"], DAY0 + i * 0.001, f"E{i}")
+                written[0] += 1
+            except StoreUnavailable:
+                time.sleep(0.05)  # the slot's master is gone until its replica takes over
+
+    stream = store.keys.user_event_log("U0")
+    thread = threading.Thread(target=writer)
+    try:
+        with ArchiverThread(settings, out, flush_seconds=0.2):
+            thread.start()
+            try:
+                wait_for(lambda: len(archived(out)) >= 100, 60)
+                clean_cluster.kill(clean_cluster.master_for_key(stream))
+                clean_cluster.wait_for_failover(clean_cluster.keyslot(stream))
+                after = written[0]
+                wait_for(lambda: written[0] > after + 200, 60)
+            finally:
+                stop.set()
+                thread.join()
+            wait_for(lambda: (lag := group_lag(store)).exists and lag.pending == 0 and lag.lag == 0, 60)
+        counts = collections.Counter((row["shard"], row["stream_id"]) for row in archived(out))
+        assert [key for key, n in counts.items() if n > 1] == []
+        assert {(e["shard"], e["stream_id"]) for e in store.events.read_all()} <= set(counts)
+        assert "Redis is unreachable" in caplog.text  # it saw the failure, and recovered by itself
+    finally:
+        store.close()
