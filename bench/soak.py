@@ -12,10 +12,11 @@ its events does. Halfway through, Redis is restarted on the same port and data f
 stop (SIGTERM, what a service manager sends) or with ``--hard`` a SIGKILL.
 
 Afterwards the load stops, refused watches are retried until accepted (30 s at most), the
-archiver drains the stream, and the script prints: requests answered, errors by status code, the
+archiver drains the streams, and the script prints: requests answered, errors by status code, the
 longest time without a successful answer (overall and for watches), p99 latency before, during
 and after the restart, and accepted against recorded events (recorded: found in the archive's
-Parquet files plus what is left in the stream, one event per stream id, as training reads them).
+Parquet files plus what is left in the shards' streams, one event per shard and stream id, as
+training reads them).
 """
 
 from __future__ import annotations
@@ -169,19 +170,20 @@ def wait_archived(store: Store, timeout: float = 120.0) -> bool:
     return False
 
 
-def recorded_events(store: Store, archive_dir) -> tuple[dict[str, list[str]], int, int]:
-    """{event id: [stream ids]} over the archive plus the stream, each stream id once (as
-    training/sources.py's union_events keeps it); and how many came from each."""
-    seen: dict[str, str] = {}  # stream id -> event id
+def recorded_events(store: Store, archive_dir) -> tuple[dict[str, list[tuple[int, str]]], int, int]:
+    """{event id: [(shard, stream id)]} over the archive plus the shards' streams, each (shard,
+    stream id) once (as training/sources.py's union_events keeps it; stream ids are unique only
+    within a shard); and how many came from each."""
+    seen: dict[tuple[int, str], str] = {}  # (shard, stream id) -> event id
     for path in sorted(archive_dir.glob("day=*/events-*.parquet")):
-        for row in pq.read_table(path, columns=["stream_id", "event_id"]).to_pylist():
-            seen.setdefault(row["stream_id"], row["event_id"])
+        for row in pq.read_table(path, columns=["shard", "stream_id", "event_id"]).to_pylist():
+            seen.setdefault((row["shard"], row["stream_id"]), row["event_id"])
     archived = len(seen)
     for event in store.events.read_all():
-        seen.setdefault(event["stream_id"], event["event_id"])
-    by_event: dict[str, list[str]] = collections.defaultdict(list)
-    for stream_id, event_id in seen.items():
-        by_event[event_id].append(stream_id)
+        seen.setdefault((event["shard"], event["stream_id"]), event["event_id"])
+    by_event: dict[str, list[tuple[int, str]]] = collections.defaultdict(list)
+    for key, event_id in seen.items():
+        by_event[event_id].append(key)
     return by_event, archived, len(seen) - archived
 
 
@@ -247,7 +249,7 @@ def report(threads: list[LoadThread], times: dict, store: Store, archive_dir, ar
     recorded = {e for e in by_event if e is not None}
     twice = sorted(e for e in recorded if len(by_event[e]) > 1)
     print(f"events: {len(sent)} sent, {len(accepted)} accepted (2xx), {len(recorded & accepted)} of them recorded "
-          f"({archived} events in the archive, {stream_only} only in the stream); accepted but not recorded: "
+          f"({archived} events in the archive, {stream_only} only in the streams); accepted but not recorded: "
           f"{len(accepted - recorded)}; recorded but never accepted: {len(recorded - accepted)}; recorded twice: "
           f"{len(twice)}; never accepted: {len(sent - accepted)}")
 

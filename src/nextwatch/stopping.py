@@ -1,4 +1,4 @@
-"""Stopping a long-running loop (the archiver, the refiner) cleanly on SIGTERM or SIGINT."""
+"""Stopping a long-running loop (the archiver's consumer loop) cleanly on SIGTERM or SIGINT."""
 
 from __future__ import annotations
 

@@ -24,15 +24,15 @@ def _positive(kind):
 def add_parser(subparsers):
     parser = subparsers.add_parser(
         "archive", help="archive the event log to Parquet files, one folder per day",
-        description="Read the Redis event log as a consumer group and write every event exactly once to "
-                    "Parquet files under day=YYYY-MM-DD folders, acknowledging only durably written "
-                    "events. Runs until SIGTERM/SIGINT, which write the current batch first.")
+        description="Read every shard's event-log stream in Redis as one consumer group and write every "
+                    "event exactly once to Parquet files under day=YYYY-MM-DD folders, acknowledging only "
+                    "durably written events. Runs until SIGTERM/SIGINT, which write the current batch first.")
     add_redis_option(parser)
     parser.add_argument("--out", help="archive folder (env NEXTWATCH_ARCHIVE_DIR, default .nextwatch/archive)")
     parser.add_argument("--group", default="archiver", help="consumer group name (default archiver)")
     parser.add_argument("--consumer", default="archiver", help="consumer name within the group (default archiver)")
     parser.add_argument("--batch", type=_positive(int), default=10_000,
-                        help="events per file at most (default 10000)")
+                        help="events per batch at most, over all shards (default 10000)")
     parser.add_argument("--flush-seconds", type=_positive(float), default=5.0,
                         help="write a batch this long after its first event (default 5)")
     parser.add_argument("--once", action="store_true", help="archive what is in the log, then exit")
@@ -42,12 +42,12 @@ def add_parser(subparsers):
 def run(args) -> int:
     settings = load_settings(redis_url=args.redis_url, archive_dir=args.out)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    from ..archiving import ArchiveBusy, run_archive
+    from ..archiving import ArchiveBusy, ArchiveUnusable, run_archive
 
     try:
         stats = run_archive(settings, group=args.group, consumer=args.consumer, batch_size=args.batch,
                             flush_seconds=args.flush_seconds, once=args.once)
-    except ArchiveBusy as problem:
+    except (ArchiveBusy, ArchiveUnusable) as problem:
         print(f"nextwatch archive: {problem}", file=sys.stderr)
         return 2
     print(f"archived {stats.events_written} events in {stats.files_written} files to {settings.archive_dir}; "

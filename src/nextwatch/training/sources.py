@@ -14,8 +14,9 @@ splits; the id orders rows inside one split.
 Rows missing any of the three fields, or whose timestamp is not a number, are skipped.
 
 An event that is both in the archive (``nextwatch archive``) and still in the live event log
-carries the same ``stream_id`` in both; :func:`union_events` keeps one of them, so training
-counts every accepted event once. Events from other files have no ``stream_id``."""
+carries the same ``shard`` and ``stream_id`` in both (stream ids are unique only within a
+shard's stream); :func:`union_events` keeps one of them, so training counts every accepted
+event once. Events from other files have neither."""
 
 from __future__ import annotations
 
@@ -80,6 +81,7 @@ def read_event_file(spark: SparkSession, path: str, source_rank: int) -> DataFra
         F.col("content_id").try_cast("string").alias("content_id"),
         F.col("timestamp").try_cast("double").alias("timestamp"),
         (F.col("stream_id") if "stream_id" in frame.columns else F.lit(None)).cast("string").alias("stream_id"),
+        (F.col("shard") if "shard" in frame.columns else F.lit(None)).cast("int").alias("shard"),
         F.struct(
             F.lit(source_rank).alias("source"),
             F.col("_metadata.file_path").alias("file"),
@@ -91,9 +93,9 @@ def read_event_file(spark: SparkSession, path: str, source_rank: int) -> DataFra
 
 
 def write_event_log(events: Iterable[dict], path: str) -> int:
-    """Write the live events (``EventLog.read_all()``, oldest first) to a Parquet file at
-    ``path``, to be read back with :func:`read_event_file`; returns how many were written
-    (no file is written for none).
+    """Write the live events (``EventLog.read_all()``, oldest first per shard, each with its
+    shard and stream id) to a Parquet file at ``path``, to be read back with
+    :func:`read_event_file`; returns how many were written (no file is written for none).
 
     Why a file: handing a full log (~1M events) to ``spark.createDataFrame`` keeps every row in
     the driver's heap and inside each task, and ran a 1 GiB driver out of memory; a file is read
@@ -119,14 +121,14 @@ def write_event_log(events: Iterable[dict], path: str) -> int:
 
 
 def union_events(frames: list[DataFrame]) -> DataFrame:
-    """All sources as one DataFrame, each event with a ``stream_id`` kept once."""
+    """All sources as one DataFrame, each logged event (``shard``, ``stream_id``) kept once."""
     combined = frames[0]
     for frame in frames[1:]:
         combined = combined.unionByName(frame)
     if len(frames) == 1:
         return combined
     logged = combined.where(F.col("stream_id").isNotNull())
-    first_copy = Window.partitionBy("stream_id").orderBy("seq")
+    first_copy = Window.partitionBy("shard", "stream_id").orderBy("seq")
     deduplicated = (
         logged.withColumn("copy", F.row_number().over(first_copy)).where(F.col("copy") == 1).drop("copy")
     )
@@ -142,12 +144,12 @@ def _has_parquet_files(folder: str) -> bool:
 
 def _arrow_batches(events: Iterable[dict], size: int) -> Iterator[pa.RecordBatch]:
     schema = pa.schema([("user_id", pa.string()), ("content_id", pa.string()), ("timestamp", pa.float64()),
-                        ("stream_id", pa.string())])
-    columns: tuple[list, ...] = ([], [], [], [])
+                        ("stream_id", pa.string()), ("shard", pa.int32())])
+    columns: tuple[list, ...] = tuple([] for _ in schema.names)
     for event in events:
         for column, field in zip(columns, schema.names):
             column.append(event[field])
         if len(columns[0]) == size:
             yield pa.record_batch(list(columns), schema=schema)
-            columns = ([], [], [], [])
+            columns = tuple([] for _ in schema.names)
     yield pa.record_batch(list(columns), schema=schema)
