@@ -81,7 +81,8 @@ def seed(settings: Settings, args) -> None:
                     raise SystemExit("the bulk writer differs from the store's own code: " + "; ".join(problems))
             write_users(store.client, store.keys, settings, [f"{prefix}{i}" for i in range(args.users)],
                         histories, predictions, version)
-        store.client.delete(*store.keys.event_logs())  # the check's events; the benchmark starts empty
+        for log in store.keys.event_logs():  # the check's events; the benchmark starts empty
+            store.client.delete(log)  # one key a command: on a cluster each is in its own slot
         store.client.set(SMALL_KEY, SMALL_VALUE)
         network = "with a sequence network (64-dim, 2 blocks, λ 16)" if model.has_sequence else "table only"
         print(f"data: model version {version}, {args.titles} titles x {args.neighbours} neighbours, {network}; "

@@ -394,3 +394,43 @@ def test_hadolint_passes():
     result = subprocess.run([binary, "--failure-threshold", "info", str(DOCKERFILE)], capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ---- the Redis Cluster variant (docker-compose.cluster.yml) -----------------------------------
+CLUSTER_OVERRIDE = ROOT / "docker-compose.cluster.yml"
+
+
+@pytest.fixture(scope="module")
+def cluster_services() -> dict:
+    result = docker_compose("-f", str(CLUSTER_OVERRIDE), "config")
+    assert result.returncode == 0, f"docker-compose config failed:\n{result.stderr}"
+    return yaml.safe_load(result.stdout)["services"]
+
+
+def test_the_cluster_variant_points_every_nextwatch_service_at_the_cluster(cluster_services):
+    from nextwatch.settings import cluster_nodes, load_settings
+
+    urls = {name: cluster_services[name]["environment"]["NEXTWATCH_REDIS_URL"] for name in NEXTWATCH_SERVICES}
+    assert len(set(urls.values())) == 1
+    url = next(iter(urls.values()))
+    assert load_settings({"NEXTWATCH_REDIS_URL": url}).redis_url == url  # the settings accept it
+    nodes, _password, _tls = cluster_nodes(url)
+    assert {host for host, _port in nodes} <= set(cluster_services)  # start-up nodes are services
+    for name in NEXTWATCH_SERVICES:  # commands unchanged, and still parsed by the real CLI
+        assert parse_command(cluster_services[name]["command"][1:]).command == NEXTWATCH_SERVICES[name]
+
+
+def test_the_cluster_is_formed_once_before_anything_uses_it(cluster_services):
+    nodes = ["redis"] + [f"redis-node-{n}" for n in range(2, 7)]
+    for name in nodes:
+        command = cluster_services[name]["command"]
+        assert command[0] == "redis-server" and command[command.index("--cluster-enabled") + 1] == "yes"
+    init = cluster_services["redis-cluster-init"]
+    script = init["command"][-1]
+    assert "--cluster create" in script and "--cluster-replicas 1" in script and "cluster_state:ok" in script
+    assert all(name in script for name in nodes)
+    assert subprocess.run(["sh", "-n", "-c", script]).returncode == 0  # the shell can parse it
+    assert set(init["depends_on"]) == set(nodes)
+    assert "cluster_state:ok" in " ".join(cluster_services["redis"]["healthcheck"]["test"])
+    for name in ("api", "trainer", "archiver"):  # they wait for a healthy, i.e. formed, cluster
+        assert cluster_services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
