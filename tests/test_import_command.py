@@ -7,6 +7,10 @@ import sys
 
 import pyarrow.parquet as pq
 
+from conftest import ON_BOTH_TOPOLOGIES
+
+pytestmark = ON_BOTH_TOPOLOGIES  # import and training on one Redis and on a Redis Cluster
+
 
 def run_import(settings, *args):
     env = {**os.environ, "NEXTWATCH_REDIS_URL": settings.redis_url, "NEXTWATCH_KEY_PREFIX": settings.key_prefix}
