@@ -47,8 +47,11 @@ def generate_catalog(config: DemoConfig) -> list[dict]:
     """Titles ``C000`` .. in catalog order, each a JSON-serialisable dict.
 
     Keys: ``content_id``, ``name``, ``kind`` ("film" or "episode"), ``genres`` (1-3 names from
-    ``GENRES``), ``year``; episodes also carry ``series`` (a name unique in the catalog),
-    ``season`` and ``episode``. ``C000`` is always a film.
+    ``GENRES``), ``year``, ``maturity`` (the youngest age it is for, see
+    ``datasets/title_metadata.py``); episodes also carry ``series`` (a name unique in the
+    catalog), ``season`` and ``episode``; some titles carry ``regions`` (where they may be
+    shown) or an availability window (``available_from``/``available_until``, unix seconds):
+    a few expired, a few not yet out. ``C000`` is always a film, shown everywhere, always.
     """
     rng = np.random.Generator(np.random.PCG64([config.seed, 0]))
     titles: list[dict] = []
@@ -61,7 +64,39 @@ def generate_catalog(config: DemoConfig) -> list[dict]:
             titles.extend(_series(rng, len(titles), length, series_names))
         else:
             titles.append(_film(rng, len(titles)))
+    _add_rights(titles, config.seed)
     return titles
+
+
+MATURITY_BY_GENRE = {"Animation": (0, 7), "Family": (0, 7), "Documentary": (0, 13), "Horror": (16, 18),
+                     "Thriller": (13, 16, 18), "Crime": (13, 16, 18)}
+REGIONS = ("US", "GB", "FR", "DE", "JP", "BR")
+# Windows in unix seconds: some titles left the catalog at the end of 2025, some arrive mid-2027.
+EXPIRED_AT = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+ARRIVES_AT = 1_811_808_000.0  # 2027-06-01T00:00:00Z
+
+
+def _add_rights(titles: list[dict], seed: int) -> None:
+    """Maturity, regions and availability, drawn from a stream of their own so that the rest of
+    the catalog (and the viewers generated from it) is what it was before these fields existed.
+    A series shares its maturity, regions and window across its episodes."""
+    rng = np.random.Generator(np.random.PCG64([seed, 1]))
+    decided: dict[str, dict] = {}
+    for index, title in enumerate(titles):
+        key = title.get("series") or title["content_id"]
+        if key not in decided:
+            choices = [age for genre in title["genres"] for age in MATURITY_BY_GENRE.get(genre, ())]
+            rights: dict = {"maturity": int(rng.choice(choices or (0, 7, 13, 16)))}
+            draw = rng.random()
+            if index and draw < 0.04:
+                rights["available_until"] = EXPIRED_AT
+            elif index and draw < 0.08:
+                rights["available_from"] = ARRIVES_AT
+            if index and rng.random() < 0.15:
+                count = int(rng.integers(1, 4))
+                rights["regions"] = sorted(str(r) for r in rng.choice(REGIONS, size=count, replace=False))
+            decided[key] = rights
+        title.update(decided[key])
 
 
 def content_id(index: int) -> str:

@@ -14,14 +14,36 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .readers import read_events
-from .title_readers import read_titles
+from .title_metadata import METADATA_FORMATS, read_title_metadata
+from .title_readers import TITLE_FORMATS, TitlesResult, read_titles
+
+ALL_TITLE_FORMATS = TITLE_FORMATS + METADATA_FORMATS
+
+
+class BadTitleRows(ValueError):
+    """A title metadata file has bad rows: nothing of it was stored."""
+
+    def __init__(self, result: TitlesResult):
+        super().__init__(f"{result.problem_count} bad title rows: no title was stored")
+        self.result = result
+
+
+def load_titles(path: str, fmt: str) -> TitlesResult:
+    """Titles from a MovieLens title file (bad rows skipped and reported, as MovieLens files are
+    read) or a title metadata file (``csv``, ``jsonl``: any bad row refuses the whole file)."""
+    if fmt in METADATA_FORMATS:
+        result = read_title_metadata(path, fmt)
+        if result.problem_count:
+            raise BadTitleRows(result)
+        return result
+    return read_titles(path, fmt)
 
 ROW_GROUP = 1_000_000
 
 
 @dataclasses.dataclass(frozen=True)
 class ImportReport:
-    events_path: Path
+    events_path: Path | None  # None: titles alone
     events: int
     bad_rows: int
     problems: list[tuple[int, str]]
@@ -30,13 +52,22 @@ class ImportReport:
     seconds: float
 
 
-def import_dataset(path: str, fmt: str, out: str | os.PathLike, titles_path: str | None = None,
+def import_dataset(path: str | None, fmt: str | None, out: str | os.PathLike | None, titles_path: str | None = None,
                    titles_format: str | None = None, save_titles: Callable[[list[dict]], int] | None = None,
                    progress: Callable[[int, int], None] | None = None) -> ImportReport:
     """Read ``path`` (format ``fmt``), write its events to the Parquet file ``out`` (written to
     a temporary name first, so a killed import leaves no half file), and store the titles of
-    ``titles_path`` through ``save_titles``."""
+    ``titles_path`` through ``save_titles``. Titles are read before anything is written, so a
+    title file with bad rows stops the import before it writes anything. ``path`` None: the
+    titles alone."""
     started = time.monotonic()
+    titles = load_titles(titles_path, titles_format or fmt) if titles_path else None
+    titles_saved = 0
+    if path is None:
+        if save_titles is not None and titles is not None:
+            titles_saved = save_titles(titles.titles)
+        return ImportReport(None, 0, 0, [], titles_saved, titles.problem_count if titles else 0,
+                            time.monotonic() - started)
     result = read_events(path, fmt, progress=progress)
     events = result.events
     columns = {
@@ -56,11 +87,7 @@ def import_dataset(path: str, fmt: str, out: str | os.PathLike, titles_path: str
     pq.write_table(pa.table(columns), partial, row_group_size=ROW_GROUP)
     os.replace(partial, out)
 
-    titles_saved = bad_titles = 0
-    if titles_path:
-        titles = read_titles(titles_path, titles_format or fmt)
-        bad_titles = titles.problem_count
-        if save_titles is not None:
-            titles_saved = save_titles(titles.titles)
-    return ImportReport(out, len(events), result.problem_count, result.problems, titles_saved, bad_titles,
-                        time.monotonic() - started)
+    if titles is not None and save_titles is not None:
+        titles_saved = save_titles(titles.titles)
+    return ImportReport(out, len(events), result.problem_count, result.problems, titles_saved,
+                        titles.problem_count if titles else 0, time.monotonic() - started)

@@ -58,10 +58,13 @@ class CatalogStore:
 
     @translate_failures
     def save_info(self, titles: Iterable[dict]) -> int:
-        """Store metadata (a dict with at least ``content_id``) and register each title."""
+        """Store metadata (a dict with at least ``content_id``) and register each title. The
+        metadata is written in one MULTI/EXEC (all of it or none: a catalog is never half
+        imported); codes registered before a failure are harmless (a code without metadata is
+        a title known by its id alone)."""
         titles = list(titles)
         self.register([t["content_id"] for t in titles])
-        pipe = self.client.pipeline(transaction=False)
+        pipe = self.client.pipeline(transaction=True)
         for start in range(0, len(titles), 5_000):
             chunk = titles[start : start + 5_000]
             pipe.hset(self.keys.title_info, mapping={t["content_id"]: json.dumps(t) for t in chunk})
