@@ -95,8 +95,10 @@ def _given_key(args) -> str:
         else:
             with open(args.key_file, encoding="utf-8") as file:
                 key = file.read()
-    except (OSError, UnicodeDecodeError) as problem:
-        raise _NoKey(f"cannot read the key from {args.key_file}: {problem}") from None
+    except OSError as problem:
+        raise _NoKey(f"cannot read the key from {args.key_file}: {problem.strerror or problem}") from None
+    except UnicodeDecodeError:  # its message would quote a byte of the key
+        raise _NoKey(f"{args.key_file} is not UTF-8 text") from None
     if not key.strip():
         raise _NoKey(f"{args.key_file} holds no key")
     return key.strip()
@@ -106,7 +108,7 @@ def _store_given(store, args) -> int:
     from ..errors import Conflict
     from ..service import access
 
-    source = f"${args.from_env}" if args.from_env else args.key_file
+    source = f"${args.from_env}" if args.from_env else "standard input" if args.key_file == "-" else args.key_file
     try:
         outcome = access.register_key(store, args.name, args.role, _given_key(args), replace=args.replace)
     except _NoKey as problem:
