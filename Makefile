@@ -5,7 +5,10 @@ BIN := $(VENV)/bin
 
 .PHONY: demo test audit bench-serve bench-memory bench-soak clean
 
-demo: $(VENV)/.installed
+# The demo runs what docker-compose.yml runs: JupyterLab from the venv (extra `jupyter`) and
+# Prometheus and redis_exporter from Debian (system-packages.sh demo). Grafana is no Debian
+# package: the demo runs it when it is installed, and otherwise says where to get it.
+demo: $(VENV)/.installed-demo
 	@scripts/system-packages.sh demo
 	$(BIN)/nextwatch demo
 
@@ -38,6 +41,10 @@ $(VENV)/.venv-created:
 
 $(VENV)/.installed: $(VENV)/.venv-created pyproject.toml constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e '.[sequence]'
+	touch $@
+
+$(VENV)/.installed-demo: $(VENV)/.installed
+	$(BIN)/pip install -q -c constraints.txt -e '.[sequence,jupyter]'
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed

@@ -270,11 +270,16 @@ def test_the_prometheus_config_is_the_compose_one_with_local_targets(tmp_path):
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
+def stub_programs(folder: Path, *names: str) -> Path:
+    folder.mkdir(exist_ok=True)
+    for name in names:
+        (folder / name).write_text("#!/bin/sh\n")
+        (folder / name).chmod(0o755)
+    return folder
+
+
 def test_programs_that_are_not_installed_are_skipped_with_how_to_install_them(tmp_path):
-    only_spark = tmp_path / "bin"  # pyspark's launcher without Java: Spark is skipped for Java
-    only_spark.mkdir()
-    (only_spark / "spark-class").write_text("#!/bin/sh\n")
-    (only_spark / "spark-class").chmod(0o755)
+    only_spark = stub_programs(tmp_path / "bin", "spark-class")  # without Java: Spark is skipped for Java
     layout = parts.Layout(data_dir=tmp_path, archive_dir=tmp_path / "archive", demo_events=tmp_path / "e.parquet",
                           redis_url="redis://127.0.0.1:1/0", api_port=5000, ports=dict(parts.COMPOSE_PORTS),
                           deploy_dir=ROOT / "deploy", notebooks_dir=ROOT / "notebooks",
@@ -285,8 +290,11 @@ def test_programs_that_are_not_installed_are_skipped_with_how_to_install_them(tm
     assert all(isinstance(part, parts.Skipped) for part in found.values()), found
     assert "apt-get install prometheus" in found["prometheus"].reason
     assert "apt-get install prometheus-redis-exporter" in found["redis_exporter"].reason
-    assert "installation/debian" in found["grafana"].reason
-    assert "pip install jupyterlab" in found["jupyter"].reason
+    assert "make demo" in found["redis_exporter"].reason and "make demo" in found["jupyter"].reason
+    # Grafana: why `make demo` cannot install it, and where to get it.
+    assert "not a Debian package" in found["grafana"].reason
+    assert "installation/debian" in found["grafana"].reason and "grafana.com/grafana/download" in found["grafana"].reason
+    assert "install -c constraints.txt -e '.[jupyter]'" in found["jupyter"].reason
     assert "apt-get install openjdk-17-jre-headless" in found["spark"].reason
 
 
@@ -305,6 +313,55 @@ def test_the_plan_runs_the_compose_stacks_nextwatch_commands_with_the_demos_redi
         assert part.command[1:3] == ["-m", "nextwatch.cli"]
         assert part.env["NEXTWATCH_REDIS_URL"] == layout.redis_url
     assert background["archiver"].command[3:5] == ["archive", "--out"]
+
+
+def test_the_plan_runs_jupyterlab_and_redis_exporter_when_they_are_installed(tmp_path):
+    """What `make demo` installs (JupyterLab in the venv, Debian's exporter) runs, wired as in compose."""
+    from nextwatch.localstack.demo import DemoOptions, _plan
+
+    programs = stub_programs(tmp_path / "bin", "jupyter-lab", "prometheus-redis-exporter", "prometheus")
+    layout = parts.Layout(data_dir=tmp_path, archive_dir=tmp_path / "archive", demo_events=tmp_path / "e.parquet",
+                          redis_url="redis://127.0.0.1:1/0", api_port=5000, ports=dict(parts.COMPOSE_PORTS),
+                          deploy_dir=ROOT / "deploy", notebooks_dir=ROOT / "notebooks", search_path=str(programs))
+    plan = _plan(layout, Settings(), DemoOptions(spark_cluster=False))
+    background = {part.name: part for part in plan.background}
+    assert set(background) == {"trainer", "archiver", "redis-exporter", "prometheus", "jupyter"}
+
+    exporter = background["redis-exporter"].command
+    assert exporter[0] == str(programs / "prometheus-redis-exporter")
+    assert exporter[exporter.index("-redis.addr") + 1] == layout.redis_url
+    assert exporter[exporter.index("-web.listen-address") + 1] == "127.0.0.1:9121"
+    jupyter = background["jupyter"]
+    assert jupyter.command[0] == str(programs / "jupyter-lab")
+    assert f"--notebook-dir={ROOT / 'notebooks'}" in jupyter.command and "--ip=127.0.0.1" in jupyter.command
+    assert jupyter.env["NEXTWATCH_REDIS_URL"] == layout.redis_url and jupyter.env["NEXTWATCH_API_URL"] == layout.api_url
+    assert any(label == "JupyterLab" and "token=" in url for label, url, _what in jupyter.urls)
+
+    # Prometheus keeps the compose stack's redis job, pointed at the exporter.
+    assert "redis" not in plan.dropped and set(plan.dropped) == {"spark-master", "spark-worker"}  # no Spark here
+    config = yaml.safe_load((tmp_path / "prometheus" / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]}
+    assert jobs["redis"] == ["127.0.0.1:9121"]
+    assert {part.name: part.reason for part in plan.skipped}["grafana"] == parts.GRAFANA_MISSING
+
+
+def test_the_debian_redis_exporter_serves_the_demos_redis(tmp_path, redis_server):
+    """The exporter `make demo` installs, started as the demo starts it: its flags are the ones
+    this version takes, and it reads the demo's Redis."""
+    layout = parts.Layout(data_dir=tmp_path, archive_dir=tmp_path / "archive", demo_events=tmp_path / "e.parquet",
+                          redis_url=redis_server.url, api_port=5000, ports={"redis_exporter": free_port()},
+                          deploy_dir=None, notebooks_dir=None)
+    exporter = parts.redis_exporter(layout)
+    assert isinstance(exporter, parts.Part), f"{exporter.reason} (make test installs it: scripts/system-packages.sh)"
+    supervisor = Supervisor()
+    try:
+        supervisor.start(exporter.name, exporter.command, exporter.env, log=exporter.log, ready=exporter.ready,
+                         timeout=exporter.ready_timeout)
+        _label, url, _what = exporter.urls[0]
+        metrics = requests.get(url, timeout=10).text
+        assert re.search(r"^redis_up 1(\.0)?$", metrics, re.M), metrics[-2000:]
+    finally:
+        supervisor.stop_all()
 
 
 IGNORES_SIGTERM = """

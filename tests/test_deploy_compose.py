@@ -35,6 +35,8 @@ PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 NEXTWATCH_SERVICES = {"api": "serve", "trainer": "train", "archiver": "archive"}
 SPARK_MASTER_URL = "spark://spark-master:7077"
 ARCHIVE = "/data/archive"
+# Services that run once and exit (tests/test_deploy_keys.py checks api-keys).
+ONE_SHOT = {"api-keys"}
 # Container port each service listens on (published on the same host port).
 PORTS = {"api": Settings().port, "grafana": 3000, "prometheus": 9090, "spark-master": 8080,
          "spark-worker": 8081, "jupyter": 8888, "redis-exporter": 9121}
@@ -102,7 +104,7 @@ def test_compose_file_is_valid_with_defaults_and_with_the_example_env(tmp_path):
 
 
 def test_the_expected_services_are_there(services):
-    assert set(services) == {"redis", "api", "spark-master", "spark-worker", "trainer", "archiver",
+    assert set(services) == {"redis", "api-keys", "api", "spark-master", "spark-worker", "trainer", "archiver",
                              "jupyter", "prometheus", "grafana", "redis-exporter"}
 
 
@@ -206,7 +208,7 @@ def test_no_secret_is_written_into_the_compose_file():
     raw = yaml.safe_load(COMPOSE.read_text())
     for name, service in raw["services"].items():
         for key, value in (service.get("environment") or {}).items():
-            if re.search(r"PASSWORD|SECRET|TOKEN", key):
+            if re.search(r"PASSWORD|SECRET|TOKEN|_KEY$", key):
                 assert re.fullmatch(r"\$\{[A-Z0-9_]+(:-[^}]*)?\}", str(value)), \
                     f"{name}: {key} must come from the environment (.env), not be written here"
 
@@ -223,7 +225,10 @@ def test_images_are_pinned(services):
 
 
 def test_every_service_has_a_healthcheck_and_a_restart_policy(services):
-    for name, service in services.items():  # every service of the stack is long-running
+    for name, service in services.items():  # every service but the one-shots is long-running
+        if name in ONE_SHOT:
+            assert service.get("restart") == "no", f"{name} runs once: it must not be restarted"
+            continue
         check = service.get("healthcheck")
         assert check and not check.get("disable") and check["test"][0] in ("CMD", "CMD-SHELL"), \
             f"{name} has no healthcheck"
@@ -232,7 +237,8 @@ def test_every_service_has_a_healthcheck_and_a_restart_policy(services):
 
 def test_services_start_after_what_they_need_is_healthy(services):
     needs = {
-        "api": {"redis"},
+        "api-keys": {"redis"},
+        "api": {"redis", "api-keys"},
         "spark-worker": {"spark-master"},
         "trainer": {"redis", "spark-master", "spark-worker"},
         "archiver": {"redis"},
@@ -244,7 +250,8 @@ def test_services_start_after_what_they_need_is_healthy(services):
         depends_on = service.get("depends_on", {})
         assert set(depends_on) == needs.get(name, set()), f"{name} depends on {sorted(depends_on)}"
         for dependency, condition in depends_on.items():
-            assert condition == {"condition": "service_healthy"}, f"{name} -> {dependency}: {condition}"
+            expected = "service_completed_successfully" if dependency in ONE_SHOT else "service_healthy"
+            assert condition == {"condition": expected}, f"{name} -> {dependency}: {condition}"
 
 
 def test_redis_persists_with_aof(services):

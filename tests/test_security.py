@@ -4,6 +4,7 @@ that no client input reaches a Redis key name unvalidated."""
 import hashlib
 import logging
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -119,15 +120,20 @@ def test_requests_cost_no_redis_round_trip_for_the_keys_between_refreshes(store,
     assert redis_client.keys("*ratelimit*") == []  # no limit set: no bucket is touched
 
 
-def test_keys_are_stored_hashed_only(store, redis_client):
-    key = issue_key(store, "app", "admin")
-    digest = hashlib.sha256(key.encode()).hexdigest()
-    assert redis_client.hkeys(store.keys.api_keys) == [digest.encode()]
+def assert_stored_nowhere(redis_client, key: str) -> None:
+    """No key name, string or hash field or value in Redis holds ``key``."""
     for name in redis_client.scan_iter():
         kind = redis_client.type(name)
         values = {b"string": lambda: [redis_client.get(name)],
                   b"hash": lambda: [*redis_client.hkeys(name), *redis_client.hvals(name)]}.get(kind, lambda: [])()
         assert key.encode() not in name and all(key.encode() not in value for value in values)
+
+
+def test_keys_are_stored_hashed_only(store, redis_client):
+    key = issue_key(store, "app", "admin")
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    assert redis_client.hkeys(store.keys.api_keys) == [digest.encode()]
+    assert_stored_nowhere(redis_client, key)
 
 
 def test_keys_never_reach_answers_or_logs(store, settings, published, caplog):
@@ -143,11 +149,12 @@ def test_keys_never_reach_answers_or_logs(store, settings, published, caplog):
     assert key not in caplog.text
 
 
-def cli(settings, *args):
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "NEXTWATCH_REDIS_URL": settings.redis_url,
-           "NEXTWATCH_KEY_PREFIX": settings.key_prefix}
+def cli(settings, *args, env=None, stdin=None):
+    # PYTHONPATH too: the subprocess must import the nextwatch under test, not another checkout's.
+    base = {name: os.environ[name] for name in ("PATH", "PYTHONPATH", "HOME") if name in os.environ}
+    base.update({"NEXTWATCH_REDIS_URL": settings.redis_url, "NEXTWATCH_KEY_PREFIX": settings.key_prefix})
     return subprocess.run([sys.executable, "-m", "nextwatch.cli", *args], capture_output=True, text=True,
-                          env=env, timeout=60)
+                          env={**base, **(env or {})}, input=stdin, timeout=60)
 
 
 @ON_BOTH_TOPOLOGIES
@@ -178,6 +185,52 @@ def test_keys_cli_add_list_revoke(store, settings, redis_client, published):
     assert "mobile-app" not in cli(settings, "keys", "list").stdout
     fresh = app_client(settings, store)
     assert fresh.post("/watched", json=WATCH, headers={"X-API-Key": key}).status_code == 401
+
+
+@ON_BOTH_TOPOLOGIES
+def test_keys_cli_stores_a_given_key_as_its_hash_only(store, settings, redis_client, published, tmp_path):
+    """`keys add --from-env VAR` / `--key-file PATH`: the compose stack's keys from .env. Only the
+    SHA-256 is stored, nothing of the key is printed, and running it again changes nothing."""
+    admin = secrets.token_hex(32)
+    added = cli(settings, "keys", "add", "ops", "--role", "admin", "--from-env", "OPS_KEY", env={"OPS_KEY": admin})
+    assert added.returncode == 0, added.stderr
+    assert "stored" in added.stdout and admin not in added.stdout + added.stderr
+    assert redis_client.hkeys(store.keys.api_keys) == [hashlib.sha256(admin.encode()).hexdigest().encode()]
+    assert_stored_nowhere(redis_client, admin)
+    again = cli(settings, "keys", "add", "ops", "--role", "admin", "--from-env", "OPS_KEY", env={"OPS_KEY": admin})
+    assert again.returncode == 0 and "unchanged" in again.stdout
+    assert len(redis_client.hkeys(store.keys.api_keys)) == 1
+
+    writer = secrets.token_urlsafe(40)
+    (tmp_path / "writer.key").write_text(writer + "\n")  # a trailing newline, as editors leave one
+    from_file = cli(settings, "keys", "add", "app", "--role", "write", "--key-file", str(tmp_path / "writer.key"))
+    assert from_file.returncode == 0, from_file.stderr
+    client = app_client(settings, store)
+    assert client.get("/admin/models", headers=bearer(admin)).status_code == 200
+    assert client.post("/watched", json=WATCH, headers=bearer(writer)).status_code == 200
+    assert client.get("/admin/models", headers=bearer(writer)).status_code == 403
+
+    # Another key under a taken name: refused, unless --replace, which retires the old key.
+    rotated = secrets.token_hex(32)
+    taken = cli(settings, "keys", "add", "ops", "--role", "admin", "--key-file", "-", stdin=rotated)
+    assert taken.returncode == 1 and "--replace" in taken.stderr
+    replaced = cli(settings, "keys", "add", "ops", "--role", "admin", "--key-file", "-", "--replace", stdin=rotated)
+    assert replaced.returncode == 0 and "replacing" in replaced.stdout and rotated not in replaced.stdout
+    fresh = app_client(settings, store)
+    assert fresh.get("/admin/models", headers=bearer(rotated)).status_code == 200
+    assert fresh.get("/admin/models", headers=bearer(admin)).get_json()["error"] == "invalid_api_key"
+
+    # One key, one name: storing it again under another name would rename it and change its role.
+    twice = cli(settings, "keys", "add", "other", "--role", "admin", "--key-file", "-", stdin=writer)
+    assert twice.returncode == 1 and "already stored under the name 'app'" in twice.stderr
+    for bad in ("short", "x" * 31, "a" * 20 + " " + "b" * 20, "é" * 40):
+        refused = cli(settings, "keys", "add", "bad", "--role", "write", "--key-file", "-", stdin=bad)
+        assert refused.returncode == 2 and "32 to 256" in refused.stderr and bad not in refused.stderr, bad
+    unset = cli(settings, "keys", "add", "bad", "--role", "write", "--from-env", "NEXTWATCH_TEST_UNSET_KEY")
+    assert unset.returncode == 2 and "NEXTWATCH_TEST_UNSET_KEY is not set" in unset.stderr
+    nothing_given = cli(settings, "keys", "add", "bad", "--role", "write", "--replace")
+    assert nothing_given.returncode == 2 and "--replace needs --from-env or --key-file" in nothing_given.stderr
+    assert sorted(record.name for record in store.api_keys.records()) == ["app", "ops"]
 
 
 # -- the model registry ----------------------------------------------------------------------------

@@ -103,6 +103,16 @@ def _choice(*allowed: str) -> Callable[[str], str]:
     return parse
 
 
+def _flag(raw: str) -> bool:
+    # str(True) and str(False) too: Settings.environment() hands flags to worker processes so.
+    value = raw.lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"must be 1 or 0 (true/false, yes/no, on/off), got {raw!r}")
+
+
 def _text(raw: str) -> str:
     if not raw:
         raise ValueError("must not be empty")
@@ -138,6 +148,7 @@ class Settings:
     write_replicas: int = 0  # replicas that must hold a watch before POST /watched answers 2xx
     write_replicas_timeout_seconds: float = 0.5  # how long POST /watched waits for them
     model_refresh_seconds: float = 1.0  # back-up poll of the current model version (pub/sub is first)
+    allow_open: bool = False  # serve beyond loopback with no API key configured (writes open to all)
 
     def __post_init__(self):
         if self.write_replicas and self.write_replicas_timeout_seconds >= self.redis_timeout_seconds:
@@ -206,6 +217,9 @@ SETTINGS_SPEC: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "model_refresh_seconds": ("MODEL_REFRESH", _seconds(0, 3600),
                               "how often serving processes poll the current model version (pub/sub tells them "
                               "at once; this is the back-up); 0: read it on every request"),
+    "allow_open": ("ALLOW_OPEN", _flag,
+                   "let `nextwatch serve` listen beyond loopback while no API key is configured (writes open to "
+                   "anyone who reaches the port)"),
 }
 
 

@@ -4,7 +4,8 @@ A private redis-server (AOF on, data in the data folder), the generated demo cat
 history, the Spark master and worker, the trainer on its schedule (its first run is the first
 model), the archiver, the API (granian), Prometheus with the compose stack's
 scrape and alert config, and redis_exporter, JupyterLab and Grafana when they are installed.
-What is not installed is skipped with a line saying how to get it. A second run reuses the data
+What is not installed is skipped with a line saying how to get it (`make demo` installs all but
+Grafana, which no Debian package provides). A second run reuses the data
 and the published model and serves within seconds. Ctrl-C stops every process it started.
 """
 

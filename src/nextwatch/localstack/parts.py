@@ -166,7 +166,8 @@ def redis_exporter(layout: Layout) -> Part | Skipped:
                                          "how a cluster is watched; see docs/scaling.md)")
     binary = layout.program("redis_exporter", "prometheus-redis-exporter")
     if binary is None:
-        return Skipped("redis-exporter", "not installed: apt-get install prometheus-redis-exporter")
+        return Skipped("redis-exporter", "not installed: apt-get install prometheus-redis-exporter (`make demo` "
+                                         "installs it)")
     port = layout.ports["redis_exporter"]
     return Part("redis-exporter", [binary, "-redis.addr", layout.redis_url,
                                    "-web.listen-address", f"{LOOPBACK}:{port}"],
@@ -194,7 +195,8 @@ def prometheus(layout: Layout, config: Path) -> Part | Skipped:
 def jupyter(layout: Layout, spark_master: str) -> Part | Skipped:
     binary = layout.program("jupyter-lab")
     if binary is None:
-        return Skipped("jupyter", f"not installed: {Path(sys.executable).parent / 'pip'} install jupyterlab")
+        return Skipped("jupyter", f"not installed in this venv: {Path(sys.executable).parent / 'pip'} install -c "
+                                  "constraints.txt -e '.[jupyter]' (`make demo` installs it)")
     if layout.notebooks_dir is None:
         return Skipped("jupyter", "notebooks/ not found: run the demo from a source checkout")
     port, token = layout.ports["jupyter"], secrets.token_hex(16)
@@ -211,6 +213,22 @@ def jupyter(layout: Layout, spark_master: str) -> Part | Skipped:
                        "notebooks/explore.ipynb, set up for this demo")])
 
 
+# Why `make demo` installs everything but Grafana, and where to get it.
+GRAFANA_MISSING = ("not installed, and `make demo` cannot install it: Grafana is not a Debian package (Grafana Labs "
+                   "publishes it). Get it from Grafana's own apt repository (apt-get install grafana, after the "
+                   "steps of https://grafana.com/docs/grafana/latest/setup-grafana/installation/debian/) or as a "
+                   "standalone build from https://grafana.com/grafana/download with its bin/ on PATH; the demo "
+                   "runs it once `grafana` or `grafana-server` is found")
+
+
+def grafana_home(binary: str) -> str | None:
+    """Grafana's home folder (conf/, public/): above a standalone build's bin/, or where the
+    apt package puts it."""
+    beside = Path(binary).resolve().parent.parent
+    candidates = [beside, Path("/usr/share/grafana"), Path("/usr/local/share/grafana")]
+    return next((str(path) for path in candidates if (path / "conf" / "defaults.ini").is_file()), None)
+
+
 def grafana_provisioning_dir(layout: Layout) -> Path:
     return layout.data_dir / "grafana" / "provisioning"
 
@@ -220,13 +238,13 @@ def grafana(layout: Layout, prometheus_runs: bool) -> Part | Skipped:
     ``grafana_provisioning_dir`` with local addresses (monitoring.grafana_provisioning)."""
     binary = layout.program("grafana", "grafana-server")
     if binary is None:
-        return Skipped("grafana", "not installed: the grafana package from Grafana's apt repository (see "
-                                  "https://grafana.com/docs/grafana/latest/setup-grafana/installation/debian/)")
+        return Skipped("grafana", GRAFANA_MISSING)
     if not prometheus_runs:
         return Skipped("grafana", "its dashboards read Prometheus, which is not running")
-    home = next((path for path in ("/usr/share/grafana", "/usr/local/share/grafana") if os.path.isdir(path)), None)
+    home = grafana_home(binary)
     if home is None:
-        return Skipped("grafana", f"found {binary} but not its home folder (/usr/share/grafana)")
+        return Skipped("grafana", f"found {binary} but not its home folder (conf/defaults.ini beside its bin/, or "
+                                  "/usr/share/grafana)")
     port = layout.ports["grafana"]
     env = {"GF_PATHS_DATA": str(layout.data_dir / "grafana" / "data"), "GF_PATHS_LOGS": str(layout.logs),
            "GF_PATHS_PLUGINS": str(layout.data_dir / "grafana" / "plugins"),

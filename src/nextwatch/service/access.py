@@ -43,14 +43,34 @@ def digest_of(key: str) -> bytes:
     return hashlib.sha256(key.encode("utf-8", "replace")).digest()
 
 
-def issue_key(store: Store, name: str, role: str) -> str:
-    """Create a key, store only its hash, and return the key: the one time it is ever shown."""
-    name = validate_key_name(name)
+def _validate_role(role: object) -> str:
     if role not in ROLES:
         raise InvalidInput(f"role must be one of {', '.join(ROLES)}, got {role!r}", error="invalid_role")
+    return role
+
+
+def issue_key(store: Store, name: str, role: str) -> str:
+    """Create a key, store only its hash, and return the key: the one time it is ever shown."""
+    name, role = validate_key_name(name), _validate_role(role)
     key = secrets.token_urlsafe(32)
     store.api_keys.add(ApiKeyRecord(digest_of(key).hex(), name, role, time.time()))
     return key
+
+
+# A key chosen by its owner (from .env, a secret file) is held to what a generated one gives:
+# 32 characters at least, and nothing a header would mangle.
+_GIVEN_KEY = re.compile(r"[\x21-\x7e]{32,256}")
+
+
+def register_key(store: Store, name: str, role: str, key: str, replace: bool = False) -> str:
+    """Store only the hash of a key given by its owner under ``name``: "added", "unchanged" (the
+    name holds this key and role already) or "replaced" (with ``replace``: the name held another
+    key, which stops working). The key itself is never stored, logged nor repeated."""
+    name, role = validate_key_name(name), _validate_role(role)
+    if not _GIVEN_KEY.fullmatch(key):
+        raise InvalidInput("a given API key must be 32 to 256 visible ASCII characters, without spaces "
+                           "(`openssl rand -hex 32` makes one)", error="invalid_api_key_value")
+    return store.api_keys.add(ApiKeyRecord(digest_of(key).hex(), name, role, time.time()), replace=replace)
 
 
 def presented_key(authorization: str | None, x_api_key: str | None) -> str | None:

@@ -44,18 +44,31 @@ class ApiKeyStore:
         return sorted(records, key=lambda record: (record.created_at, record.name))
 
     @translate_failures
-    def add(self, record: ApiKeyRecord) -> None:
-        """Store a new key's hash; Conflict if the name is taken. Atomic against a concurrent add."""
+    def add(self, record: ApiKeyRecord, replace: bool = False) -> str:
+        """Store a key's hash under its name, atomically against a concurrent change: "added";
+        "unchanged" when the name already holds this very key and role; "replaced" when it holds
+        another and ``replace`` is set. Conflict when the name is taken (without ``replace``), or
+        when this key is stored under another name (one hash, one record: storing it again would
+        silently rename that key and change its role)."""
         value = json.dumps({"name": record.name, "role": record.role, "created_at": record.created_at})
 
-        def add_if_new(pipe) -> None:
-            names = {json.loads(v)["name"] for v in pipe.hvals(self.keys.api_keys)}
-            if record.name in names:
+        def put(pipe) -> str:
+            stored = {digest.decode(): json.loads(info) for digest, info in pipe.hgetall(self.keys.api_keys).items()}
+            holder = stored.get(record.digest)
+            if holder is not None and holder["name"] != record.name:
+                raise Conflict(f"this key is already stored under the name {holder['name']!r}", error="key_taken")
+            named = [digest for digest, info in stored.items() if info["name"] == record.name]
+            if named == [record.digest] and holder["role"] == record.role:
+                return "unchanged"
+            if named and not replace:
                 raise Conflict(f"an API key named {record.name!r} exists; revoke it first", error="name_taken")
             pipe.multi()
+            if named:
+                pipe.hdel(self.keys.api_keys, *named)
             pipe.hset(self.keys.api_keys, record.digest, value)
+            return "replaced" if named else "added"
 
-        self.client.transaction(add_if_new, self.keys.api_keys)
+        return self.client.transaction(put, self.keys.api_keys, value_from_callable=True)
 
     @translate_failures
     def revoke(self, name: str) -> bool:
