@@ -106,6 +106,12 @@ class Keys:
         """The stored answer to an event id already accepted (idempotent retries); has a TTL."""
         return f"{self._shard_roots[self.shard_of(user_id)]}:e:{user_id}|{event_id}"
 
+    def experiment_counts(self, shard: int, experiment: str) -> str:
+        """Hash ``<arm>:<count>`` -> number (watches, hits, impressions) of one experiment's
+        users in one shard: counted in the user's slot, in the round trip that caches the
+        watch's prediction; ``nextwatch experiments report`` sums the shards."""
+        return f"{self._shard_roots[shard]}:x:{experiment}"
+
     def event_log(self, shard: int) -> str:
         """Redis Stream of one shard's accepted watch events, capped in length; the archiver
         reads every shard's stream as one consumer group."""
@@ -124,6 +130,11 @@ class Keys:
         """Hash {version, shards}: the key layout the data was written with. Every role checks
         it at start and refuses a different shard count (user keys would move)."""
         return f"{self.prefix}:layout"
+
+    @property
+    def experiments(self) -> str:
+        """Hash experiment name -> JSON {arms: [{name, target, share}], started_at, stopped_at ...}."""
+        return f"{self.prefix}:experiments"
 
     @property
     def title_codes(self) -> str:

@@ -5,7 +5,8 @@
 - ``titles.py``: content id <-> code;
 - ``catalog.py``: the title catalog for GET /titles (a per-process snapshot);
 - ``access.py``: API keys and the per-key rate limit;
-- ``admin.py``: the model registry, readiness, the model's facts for /metrics.
+- ``admin.py``: the model registry, readiness, the model's facts for /metrics;
+- ``experiments.py``: A/B tests of models: arms, assignment, the report.
 
 Dependencies point one way: api -> service -> store/model. Nothing here imports Flask.
 """
@@ -19,6 +20,7 @@ from ..store import Store
 from .access import AccessControl
 from .admin import ServiceAdmin
 from .catalog import CatalogService
+from .experiments import Experiments
 from .recommendations import RecommendationService
 
 
@@ -30,6 +32,7 @@ class Services:
     catalog: CatalogService
     access: AccessControl
     admin: ServiceAdmin
+    experiments: Experiments
 
     def close(self) -> None:
         self.recommendations.serving.close()
@@ -47,6 +50,7 @@ def build_services(settings: Settings, store: Store | None = None) -> Services:
         catalog=CatalogService(store),
         access=AccessControl(settings, store),
         admin=ServiceAdmin(store, recommendations.serving),
+        experiments=recommendations.experiments,
     )
 
 

@@ -22,6 +22,7 @@ from ..errors import EventInFlight, StoreOutOfMemory, StoreUnavailable
 from ..settings import Settings
 from ..store import Store
 from ..store.users import RecordedWatch, RepeatedEvent
+from .experiments import Experiments
 from .serving_model import ServingModel
 from .titles import CatalogCodes
 
@@ -34,6 +35,7 @@ class RecommendationService:
         self.store = store
         self.serving = ServingModel(store, settings.model_refresh_seconds)
         self.titles = CatalogCodes(store)
+        self.experiments = Experiments(store)
         # A request stores its answer within a Redis timeout or two of recording the event; a
         # pending marker older than this belongs to a request that failed.
         self._orphaned_after = max(3.0, 2 * settings.redis_timeout_seconds)

@@ -14,6 +14,7 @@ from .api_keys import ApiKeyRecord, ApiKeyStore
 from .catalog import CatalogStore
 from .connection import REDIS_ERRORS, connect, is_cluster, translate_failures
 from .events import EventLog
+from .experiments import ExperimentStore
 from .models import ModelStore
 from .users import CachedPrediction, UserStore
 
@@ -29,6 +30,7 @@ class Store:
     models: ModelStore
     events: EventLog
     api_keys: ApiKeyStore
+    experiments: ExperimentStore
 
     @classmethod
     def from_settings(cls, settings: Settings, client=None, check_layout: bool = True) -> "Store":
@@ -44,6 +46,7 @@ class Store:
             models=ModelStore(client, keys, settings.models_kept),
             events=EventLog(client, keys),
             api_keys=ApiKeyStore(client, keys),
+            experiments=ExperimentStore(client, keys),
         )
         if check_layout:
             try:
