@@ -152,22 +152,35 @@ def synthetic_histories(model: NextTitleModel, users: int, length: int, seed: in
     return out
 
 
+IMPRESSIONS_AT = 1.7e9 + 10_000  # when the bulk writer's impressions were shown (unix seconds)
+
+
+def bulk_impressions(codes, settings: Settings) -> np.ndarray:
+    """The impressions rows that ``record_impressions`` of ``codes`` one at a time at
+    IMPRESSIONS_AT leaves, for titles shown once each (none demoted)."""
+    rows = [(int(code), 1, int(IMPRESSIONS_AT), 0) for code in codes]
+    return np.asarray(rows, dtype="<u4").reshape(-1, 4)
+
+
 def write_users(client, keys: Keys, settings: Settings, user_ids, histories, predictions, model_version: int,
-                batch: int = 2_000) -> None:
-    """The bulk equivalent of ``UserStore.record_watch`` (one per title) then ``save_prediction``:
-    the same key, the same byte encoding, pipelined. ``check_bulk_writer`` proves the
-    equivalence against the real code path."""
+                batch: int = 2_000, impressions=None) -> None:
+    """The bulk equivalent of ``UserStore.record_watch`` (one per title), ``record_impressions``
+    (one per shown title in ``impressions``, when given) then ``save_prediction``: the same key,
+    the same byte encoding, pipelined. ``check_bulk_writer`` proves the equivalence against the
+    real code path."""
     pipe = client.pipeline(transaction=False)
     for index, (user_id, history, codes) in enumerate(zip(user_ids, histories, predictions), 1):
         history = np.asarray(history, dtype="<u4")[-settings.history_length :]
         prediction = CachedPrediction.encode(model_version, history, codes) if codes is not None else b""
-        pipe.set(keys.user(user_id), encode_state(history, prediction))
+        shown = bulk_impressions(impressions[index - 1], settings) if impressions is not None else None
+        pipe.set(keys.user(user_id), encode_state(history, prediction) if shown is None
+                 else encode_state(history, prediction, shown))
         if index % batch == 0:
             pipe.execute()
     pipe.execute()
 
 
-def check_bulk_writer(store, settings: Settings, history, codes, model_version: int) -> list[str]:
+def check_bulk_writer(store, settings: Settings, history, codes, model_version: int, shown=None) -> list[str]:
     """Write one user through the real store code (``record_watch`` per title, then
     ``save_prediction``) and another with ``write_users``; return every difference found in the
     stored bytes, the TTL and MEMORY USAGE (an empty list: the bulk writer is faithful).
@@ -177,8 +190,11 @@ def check_bulk_writer(store, settings: Settings, history, codes, model_version: 
     recorded = None
     for position, code in enumerate(history):
         recorded = store.users.record_watch(real, f"T{int(code):05d}", int(code), 1.7e9 + position, None)
+    for code in shown if shown is not None else ():
+        store.users.record_impressions(real, [f"T{int(code):05d}"], [int(code)], IMPRESSIONS_AT, None)
     store.users.save_prediction(real, model_version, recorded.history, codes)
-    write_users(client, keys, settings, [bulk], [history], [codes], model_version)
+    write_users(client, keys, settings, [bulk], [history], [codes], model_version,
+                impressions=[shown] if shown is not None else None)
     problems = []
     a, b = keys.user(real), keys.user(bulk)
     if client.get(a) != client.get(b):

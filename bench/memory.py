@@ -31,9 +31,12 @@ from nextwatch.settings import Settings
 from nextwatch.store import Store
 
 # Run as a script, so bench/ is on sys.path and its modules import by their plain names.
-from common import Interrupted, Processes, check_bulk_writer, write_users
+from common import IMPRESSIONS_AT, Interrupted, Processes, check_bulk_writer, write_users
 
 TARGET_BYTES = 512
+# With impressions at the cap: at most 256 bytes more than a user cost before impressions existed
+# (492.5 bytes, BENCHMARKS.md of 2026-11-25).
+TARGET_WITH_IMPRESSIONS = 492 + 256
 TARGET_KEY_SPREAD = 0.10  # keys per master within 10% of the mean, on a cluster
 
 
@@ -91,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="user ids like U12345 (default) or 36-character UUIDs")
     parser.add_argument("--titles", type=int, default=5_000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--impressions", type=int, default=0, metavar="N",
+                        help="also N titles shown to each user (POST /impressions), up to the cap the store keeps "
+                             "(14): the bytes a user costs at the cap")
     parser.add_argument("--cluster", action="store_true",
                         help="measure on a Redis Cluster (3 masters, 3 replicas) instead of one redis-server")
     args = parser.parse_args(argv)
@@ -106,7 +112,14 @@ def main(argv: list[str] | None = None) -> int:
             histories, predictions = histories_and_predictions(
                 args.users, args.titles, settings.history_length, settings.cache_top_k, rng)
             # The check also loads the Lua script, so the script cache is in "before" too.
-            problems = check_bulk_writer(store, settings, histories[0], predictions[0], version)
+            shown = None
+            if args.impressions:
+                from nextwatch.store.users import MAX_IMPRESSIONS
+
+                count = min(args.impressions, MAX_IMPRESSIONS)
+                shown = [rng.choice(args.titles, size=count, replace=False) for _ in range(args.users)]
+            problems = check_bulk_writer(store, settings, histories[0], predictions[0], version,
+                                         shown[0] if shown is not None else None)
             if problems:
                 raise SystemExit("the bulk writer differs from the store's own code: " + "; ".join(problems))
             delete_event_logs(client, keys)
@@ -114,14 +127,17 @@ def main(argv: list[str] | None = None) -> int:
 
             ids = user_ids(args.users, args.id_style)
             started = time.perf_counter()
-            for user_id, history, codes in zip(ids[:through_store], histories, predictions):
+            for number, (user_id, history, codes) in enumerate(zip(ids[:through_store], histories, predictions)):
                 recorded = None
                 for position, code in enumerate(history):
                     recorded = store.users.record_watch(user_id, f"T{int(code):05d}", int(code),
                                                         1.7e9 + position, None)
+                for code in shown[number] if shown is not None else ():
+                    store.users.record_impressions(user_id, [f"T{int(code):05d}"], [int(code)], IMPRESSIONS_AT, None)
                 store.users.save_prediction(user_id, version, recorded.history, codes)
             write_users(client, keys, settings, ids[through_store:], histories[through_store:],
-                        predictions[through_store:], version)
+                        predictions[through_store:], version,
+                        impressions=shown[through_store:] if shown is not None else None)
             elapsed = time.perf_counter() - started
 
             stream_bytes = sum(client.memory_usage(log, samples=0) or 0 for log in keys.event_logs())
@@ -151,9 +167,10 @@ def main(argv: list[str] | None = None) -> int:
             for label, user_id in samples:
                 key = keys.user(user_id)
                 print(f"  MEMORY USAGE ({label}) {key!r}: {client.memory_usage(key, samples=0)} bytes "
-                      f"({client.strlen(key)}-byte value: 50-title history and a cached top-10)")
-            print(f"Redis bytes per user: {per_user:.1f}   target < {TARGET_BYTES}   "
-                  f"{'PASS' if per_user < TARGET_BYTES else 'GAP'}")
+                      f"({client.strlen(key)}-byte value: 50-title history, a cached top-10"
+                      f"{f', {len(shown[0])} impressions' if shown is not None else ''})")
+            target = TARGET_WITH_IMPRESSIONS if shown is not None else TARGET_BYTES
+            print(f"Redis bytes per user: {per_user:.1f}   target < {target}   {'PASS' if per_user < target else 'GAP'}")
             if args.cluster:
                 mean = sum(keys_per_master) / len(keys_per_master)
                 spread = max(abs(count - mean) for count in keys_per_master) / mean

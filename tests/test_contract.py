@@ -105,9 +105,9 @@ def test_a_stale_cache_entry_is_not_served_when_the_history_changed(client, stor
     from nextwatch.store.users import decode_state, encode_codes, encode_state
 
     client.post("/watched", json={"user_id": "U4", "content_id": "C1010"})
-    _, stale = decode_state(store.client.get(store.keys.user("U4")))
+    _, _, stale = decode_state(store.client.get(store.keys.user("U4")))
     client.post("/watched", json={"user_id": "U4", "content_id": "C1045"})
-    history, _ = decode_state(store.client.get(store.keys.user("U4")))
+    history, _, _ = decode_state(store.client.get(store.keys.user("U4")))
     # The older prediction beside the newer history, as a lost race could leave it.
     store.client.set(store.keys.user("U4"), encode_state(history, encode_codes([stale.stamp, *stale.codes])))
     body = client.get("/recommend/U4").get_json()

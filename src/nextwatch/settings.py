@@ -147,6 +147,9 @@ class Settings:
     shards: int = 64  # user shards, each with its own event-log stream (and hash slot in a cluster)
     write_replicas: int = 0  # replicas that must hold a watch before POST /watched answers 2xx
     write_replicas_timeout_seconds: float = 0.5  # how long POST /watched waits for them
+    impression_cap: int = 3  # shows of a title without a watch before it is demoted for the user
+    impression_demotion_seconds: int = 7 * 86_400  # how long such a title stays demoted
+    impression_window_seconds: int = 86_400  # a watch within this long of a show is a hit of the impression
     model_refresh_seconds: float = 1.0  # back-up poll of the current model version (pub/sub is first)
     allow_open: bool = False  # serve beyond loopback with no API key configured (writes open to all)
 
@@ -214,6 +217,12 @@ SETTINGS_SPEC: dict[str, tuple[str, Callable[[str], Any], str]] = {
                        "replicas that must hold a watch (Redis WAIT) before POST /watched answers 2xx"),
     "write_replicas_timeout_seconds": ("WRITE_REPLICAS_TIMEOUT", _seconds(0.001, 60),
                                        "how long POST /watched waits for NEXTWATCH_WRITE_REPLICAS replicas"),
+    "impression_cap": ("IMPRESSION_CAP", _integer(1, 1000),
+                       "times a title may be shown to a user without a watch before it is demoted for them"),
+    "impression_demotion_seconds": ("IMPRESSION_DEMOTION", _integer(1, 365 * 86_400),
+                                    "seconds a title shown too often stays demoted for that user"),
+    "impression_window_seconds": ("IMPRESSION_WINDOW", _integer(1, 30 * 86_400),
+                                  "a watch this many seconds after a show counts as a hit of the impression"),
     "model_refresh_seconds": ("MODEL_REFRESH", _seconds(0, 3600),
                               "how often serving processes poll the current model version (pub/sub tells them "
                               "at once; this is the back-up); 0: read it on every request"),

@@ -1,5 +1,5 @@
 -- Cache a prediction in a user's state, only while it is still about that user's history.
--- KEYS[1] the user's state (uint32 n, n uint32 history codes, then the prediction if any)
+-- KEYS[1] the user's state (user_state.lua)
 -- ARGV[1] the history codes the prediction was computed from (their exact bytes)
 -- ARGV[2] the encoded prediction (uint32 stamp, uint32 codes)
 -- ARGV[3] '1': only if no prediction is cached (after a watch, which dropped it: one that is
@@ -8,16 +8,15 @@
 -- Why a script: the history and its prediction share one key (one key a user, not two, saves
 -- about 100 bytes of Redis memory per user), so caching is a check and a rewrite, atomically.
 local state = redis.call('GET', KEYS[1])
-if not state or #state < 4 then
+if not state then
   return 0
 end
-local count = struct.unpack('<I4', state)
-local history = string.sub(state, 5, 4 + 4 * count)
+local history, impressions, cached = read_state(state)
 if history ~= ARGV[1] then
   return 0
 end
-if ARGV[3] == '1' and #state > 4 + 4 * count then
+if ARGV[3] == '1' and #cached > 0 then
   return 0
 end
-redis.call('SET', KEYS[1], string.sub(state, 1, 4 + 4 * count) .. ARGV[2])
+redis.call('SET', KEYS[1], write_state(history, impressions, ARGV[2]))
 return 1

@@ -29,7 +29,10 @@ from ..settings import Settings
 from .connection import is_cluster, translate_failures
 
 CODE = np.dtype("<u4")
-REDIRECTS_FOLLOWED = 4  # MOVED/ASK answers followed by a durable watch before it answers 503
+REDIRECTS_FOLLOWED = 4
+# Impressions kept per user: 14 of 16 bytes keep a user's state within 228 bytes of what it is
+# without any (BENCHMARKS.md, Memory); the least recently shown go first (impressions.lua).
+MAX_IMPRESSIONS = 14  # MOVED/ASK answers followed by a durable watch before it answers 503
 
 
 def encode_codes(codes) -> bytes:
@@ -45,18 +48,31 @@ def prediction_stamp(model_version: int, history: np.ndarray) -> int:
     return zlib.crc32(history.tobytes(), zlib.crc32(model_version.to_bytes(4, "little")))
 
 
-def encode_state(history, prediction: bytes = b"") -> bytes:
-    """A user's state: the history (at most the cap, already applied) and an encoded prediction."""
+IMPRESSION_FIELDS = 4  # uint32 each: code, times shown, last shown, demoted until (user_state.lua)
+NO_IMPRESSIONS = np.zeros((0, IMPRESSION_FIELDS), dtype=CODE)
+
+
+def encode_state(history, prediction: bytes = b"", impressions: np.ndarray = NO_IMPRESSIONS) -> bytes:
+    """A user's state (user_state.lua has the layout): the history (at most the cap, already
+    applied), the impressions (rows of code, shown, last shown, demoted until) and an encoded
+    prediction."""
     history = np.asarray(history, dtype=CODE)
-    return encode_codes([len(history)]) + history.tobytes() + prediction
+    impressions = np.asarray(impressions, dtype=CODE).reshape(-1, IMPRESSION_FIELDS)
+    return (encode_codes([len(history)]) + history.tobytes() + encode_codes([len(impressions)])
+            + impressions.tobytes() + prediction)
 
 
-def decode_state(raw: bytes | None) -> tuple[np.ndarray, "CachedPrediction | None"]:
+def decode_state(raw: bytes | None) -> tuple[np.ndarray, np.ndarray, "CachedPrediction | None"]:
+    """(history, impressions as rows of 4, cached prediction or None) of a user's state."""
     values = decode_codes(raw)
-    if len(values) == 0:
-        return values, None
+    if len(values) < 2:
+        return values[:0], NO_IMPRESSIONS, None
     count = int(values[0])
-    return values[1: 1 + count], CachedPrediction.from_codes(values[1 + count:])
+    shown = int(values[1 + count])
+    start = 2 + count
+    end = start + IMPRESSION_FIELDS * shown
+    return (values[1: 1 + count], values[start:end].reshape(shown, IMPRESSION_FIELDS),
+            CachedPrediction.from_codes(values[end:]))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +105,11 @@ class UserState:
 
     cached: CachedPrediction | None
     history: np.ndarray
+    impressions: np.ndarray = dataclasses.field(default_factory=lambda: NO_IMPRESSIONS)  # rows: code, shown, last, demoted until
+
+    def demoted(self, now: float) -> np.ndarray:
+        """Codes of titles demoted for this user at ``now`` (shown too often, not watched)."""
+        return self.impressions[self.impressions[:, 3] > now, 0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,11 +145,20 @@ class RecordedWatch:
     history: np.ndarray  # after the append
     previous: CachedPrediction | None  # what was cached before this watch
     stream_id: str
+    shown_lately: bool = False  # the title was shown to the user within the impression window
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordedImpressions:
+    answer: dict  # {"user_id", "shown", "demoted": [content ids demoted by these impressions]}
+    duplicate: bool  # the event id was seen before: nothing recorded again
 
 
 def _script(name: str) -> tuple[str, str]:
-    """A Lua script's source and SHA-1, for EVALSHA in a pipeline."""
-    source = importlib.resources.files(__package__).joinpath(name).read_text()
+    """A Lua script's source, the user-state codec (user_state.lua) put before it, and its
+    SHA-1, for EVALSHA in a pipeline."""
+    folder = importlib.resources.files(__package__)
+    source = folder.joinpath("user_state.lua").read_text() + "\n" + folder.joinpath(name).read_text()
     return source, hashlib.sha1(source.encode()).hexdigest()
 
 
@@ -140,13 +170,15 @@ class UserStore:
         self._watch_source, self._watch_sha = _script("watch.lua")
         self._watch_script = client.register_script(self._watch_source)
         self._cache_source, self._cache_sha = _script("cache_prediction.lua")
+        self._impressions_source, self._impressions_sha = _script("impressions.lua")
+        self._impressions_script = client.register_script(self._impressions_source)
         self._sources = {self._watch_sha: self._watch_source, self._cache_sha: self._cache_source}
 
     @translate_failures
     def read(self, user_id: str) -> UserState:
         """One GET: the history and the cached prediction."""
-        history, cached = decode_state(self.client.get(self.keys.user(user_id)))
-        return UserState(cached, history)
+        history, impressions, cached = decode_state(self.client.get(self.keys.user(user_id)))
+        return UserState(cached, history, impressions)
 
     @translate_failures
     def record_watch(self, user_id: str, content_id: str, code: int, timestamp: float, event_id: str | None,
@@ -174,6 +206,7 @@ class UserStore:
             max(1, self.settings.event_log_max_length // self.keys.shards),
             model_version,
             "1" if durable else "0",
+            self.settings.impression_window_seconds,
         ]
         if durable:
             reply = self._record_and_wait(keys, args)
@@ -181,8 +214,27 @@ class UserStore:
             reply = self._watch_script(keys=keys, args=args)
         if reply[0] == b"duplicate":
             return _repeated(reply[1])
-        _, history, previous, stream_id = reply
-        return RecordedWatch(decode_codes(history), CachedPrediction.decode(previous), stream_id.decode())
+        _, history, previous, stream_id, shown_lately = reply
+        return RecordedWatch(decode_codes(history), CachedPrediction.decode(previous), stream_id.decode(),
+                             shown_lately=bool(shown_lately))
+
+    @translate_failures
+    def record_impressions(self, user_id: str, content_ids: list[str], codes: list[int], timestamp: float,
+                           event_id: str | None) -> RecordedImpressions:
+        """One round trip (impressions.lua): count each shown title for the user (demoting those
+        shown too often without a watch), log one event-log entry per title (kind
+        ``impression``), remember the answer for the event id."""
+        keys = [self.keys.user(user_id), self.keys.user_event_log(user_id),
+                self.keys.event_id(user_id, event_id or "-")]
+        settings = self.settings
+        args = [encode_codes(codes), repr(timestamp), settings.impression_cap, settings.impression_demotion_seconds,
+                MAX_IMPRESSIONS, user_id, event_id or "", settings.event_id_ttl_seconds,
+                max(1, settings.event_log_max_length // self.keys.shards), *content_ids]
+        reply = self._impressions_script(keys=keys, args=args)
+        answer = json.loads(reply[1])
+        if not isinstance(answer.get("demoted"), list):  # Lua's JSON writes an empty list as {}
+            answer["demoted"] = []
+        return RecordedImpressions(answer, duplicate=reply[0] == b"duplicate")
 
     def _record_and_wait(self, keys: list, args: list):
         """The watch script and WAIT in one round trip on one connection (so WAIT covers the

@@ -8,11 +8,13 @@
 -- ARGV[9] the model version the caller will predict with (for the pending marker)
 -- ARGV[10] '1' when the caller then WAITs for replicas: a duplicate then writes too (the event
 --          id's TTL, unchanged), so that the WAIT covers the original event's replication
--- The user's state (store/users.py): uint32 n, n uint32 history codes, then the cached
--- prediction if any (uint32 stamp, uint32 codes). A watch appends to the history and drops the
--- prediction.
+-- ARGV[11] the impression window in seconds: a watch of a title shown to the user within it is
+--          a hit of that impression
+-- The user's state (user_state.lua): a watch appends to the history, forgets the title's
+-- impressions (it is watched, no longer only shown) and drops the cached prediction.
 -- Returns {'duplicate', stored answer or pending marker}
---      or {'recorded', history codes after the append, previous cached prediction, stream id}
+--      or {'recorded', history codes after the append, previous cached prediction, stream id,
+--          1 if the title was shown to the user within the impression window else 0}
 -- The pending marker is 'pending:<timestamp>:<model version>:<history after the append>': all
 -- the answer is computed from, so that a retry can give the same answer if the request that
 -- recorded the event never stored it (Redis or the worker went away in between).
@@ -29,19 +31,25 @@ if ARGV[6] ~= '' then
     return {'duplicate', answered}
   end
 end
-local state = redis.call('GET', KEYS[1]) or ''
-local history, previous = '', ''
-if #state >= 4 then
-  local count = struct.unpack('<I4', state)
-  history = string.sub(state, 5, 4 + 4 * count)
-  previous = string.sub(state, 5 + 4 * count)
-end
+local history, impressions, previous = read_state(redis.call('GET', KEYS[1]))
 history = history .. ARGV[1]
 local cap = 4 * tonumber(ARGV[2])
 if #history > cap then
   history = string.sub(history, #history - cap + 1)
 end
-redis.call('SET', KEYS[1], struct.pack('<I4', #history / 4) .. history)
+local watched = struct.unpack('<I4', ARGV[1])
+local shown_lately = 0
+local kept = {}
+for _, entry in ipairs(impression_list(impressions)) do
+  if entry[1] == watched then
+    if entry[3] >= tonumber(ARGV[5]) - tonumber(ARGV[11]) then
+      shown_lately = 1
+    end
+  else
+    kept[#kept + 1] = entry
+  end
+end
+redis.call('SET', KEYS[1], write_state(history, impression_bytes(kept), ''))
 local fields = {'user_id', ARGV[3], 'content_id', ARGV[4], 'ts', ARGV[5]}
 if ARGV[6] ~= '' then
   table.insert(fields, 'event_id')
@@ -52,4 +60,4 @@ if ARGV[6] ~= '' then
   redis.call('SET', KEYS[3], marker, 'EX', tonumber(ARGV[7]))
 end
 local stream_id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], '*', unpack(fields))
-return {'recorded', history, previous, stream_id}
+return {'recorded', history, previous, stream_id, shown_lately}
