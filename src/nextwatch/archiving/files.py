@@ -55,6 +55,9 @@ SCHEMA = pa.schema(
         pa.field("event_id", pa.string()),
         pa.field("stream_id", pa.string(), nullable=False),  # unique within a shard only
         pa.field("shard", pa.int32(), nullable=False),
+        # "watch", or "impression" (a title shown, POST /impressions); training reads watches
+        # only. Archives written before impressions existed lack the column: all watches.
+        pa.field("kind", pa.string()),
     ]
 )
 RECORD_KEY = b"nextwatch.archive"

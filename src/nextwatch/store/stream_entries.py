@@ -15,7 +15,8 @@ def stream_id_order(stream_id: str) -> tuple[int, int]:
 
 def decode_event(shard: int, stream_id: str, fields: dict | None) -> dict | None:
     """The entry's fields as a dict (user_id, content_id, timestamp in float seconds, event_id
-    or None, stream_id, shard), or None when the entry is gone or unusable."""
+    or None, kind: "watch" or "impression", stream_id, shard), or None when the entry is gone or
+    unusable."""
     if not fields:
         return None
     try:
@@ -25,6 +26,7 @@ def decode_event(shard: int, stream_id: str, fields: dict | None) -> dict | None
             "content_id": fields[b"content_id"].decode(),
             "timestamp": timestamp,
             "event_id": fields.get(b"event_id", b"").decode() or None,
+            "kind": fields.get(b"kind", b"watch").decode(),
             "stream_id": stream_id,
             "shard": shard,
         }

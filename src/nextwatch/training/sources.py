@@ -69,10 +69,16 @@ def read_event_file(spark: SparkSession, path: str, source_rank: int) -> DataFra
         # An explicit schema spares Spark a full pass to infer one; numeric ids in the JSON
         # are kept as their text.
         reader = reader.schema(EVENT_SCHEMA)
+    if fmt == "parquet":
+        # Archive files written before impressions existed lack ``kind``: merge the files'
+        # schemas, or Spark could take one without it for all of them.
+        reader = reader.option("mergeSchema", True)
     frame = reader.load(path)
     missing = [c for c in EVENT_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"{path}: event files need columns {', '.join(EVENT_COLUMNS)}; missing {', '.join(missing)}")
+    if "kind" in frame.columns:  # impressions are archived beside watches; training learns from watches
+        frame = frame.where(F.col("kind").isNull() | (F.col("kind") == "watch"))
     # try_cast: a malformed value becomes null and the row is skipped, rather than failing a
     # job over millions of rows (Spark 4 casts strictly by default). A Parquet timestamp
     # column casts to its unix seconds.
@@ -147,6 +153,8 @@ def _arrow_batches(events: Iterable[dict], size: int) -> Iterator[pa.RecordBatch
                         ("stream_id", pa.string()), ("shard", pa.int32())])
     columns: tuple[list, ...] = tuple([] for _ in schema.names)
     for event in events:
+        if event.get("kind", "watch") != "watch":
+            continue  # impressions are logged beside watches; training learns from watches
         for column, field in zip(columns, schema.names):
             column.append(event[field])
         if len(columns[0]) == size:
