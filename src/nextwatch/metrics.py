@@ -22,6 +22,8 @@ fallbacks_used = Counter("fallbacks_used", "Answers from the fallback chain", ["
 watch_events = Counter("watch_events", "Watch events recorded (duplicates of an event id excluded)")
 prediction_hits = Counter("prediction_hits", "Watches of a title that the user's cached top-k had predicted")
 duplicate_events = Counter("duplicate_events", "Watch events answered from a remembered event id")
+impressions_shown = Counter("impressions_shown", "Titles shown to users (POST /impressions), one per title")
+impression_hits = Counter("impression_hits", "Watches of a title shown to the user within NEXTWATCH_IMPRESSION_WINDOW")
 degraded_responses = Counter("degraded_responses", "Answers served without Redis, from the in-process model")
 request_latency = Histogram(
     "http_request_duration_seconds",

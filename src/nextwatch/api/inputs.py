@@ -77,6 +77,27 @@ def watch(body: dict) -> tuple[str, str, str | None]:
             validate_id(event_id, "event_id") if event_id is not None else None)
 
 
+MAX_IMPRESSIONS_PER_REQUEST = 100
+
+
+def impressions(body: dict) -> tuple[str, list[str], str | None]:
+    """(user_id, content ids in the order shown without repeats, event_id or None) of a POST
+    /impressions body."""
+    for field in ("user_id", "content_ids"):
+        if field not in body:
+            raise InvalidInput(f"the field {field!r} is required", error="missing_field")
+    shown = body["content_ids"]
+    if not isinstance(shown, list) or not 1 <= len(shown) <= MAX_IMPRESSIONS_PER_REQUEST:
+        raise InvalidInput(f"content_ids must be a list of 1 to {MAX_IMPRESSIONS_PER_REQUEST} title ids",
+                           error="invalid_content_ids")
+    event_id = body.get("event_id")
+    if "event_id" in body and event_id is None:
+        raise InvalidInput("event_id must be a string when given; leave it out for none, not null",
+                           error="invalid_event_id")
+    return (user_id(body["user_id"]), list(dict.fromkeys(content_id(c) for c in shown)),
+            validate_id(event_id, "event_id") if event_id is not None else None)
+
+
 def title_query(args: Mapping[str, str]) -> TitleQuery:
     """GET /titles' query string; InvalidInput names the rule a value broke."""
     ids = args.get("ids")

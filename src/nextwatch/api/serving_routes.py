@@ -31,9 +31,10 @@ from .responses import LatencyObserver, error_answer, json_bytes
 log = logging.getLogger("nextwatch.api")
 
 WATCHED = "/watched"
+IMPRESSIONS = "/impressions"
 RECOMMEND = "/recommend/<user_id>"
 # (OpenAPI path, method) of every route served here, for the OpenAPI check.
-ROUTES = [("/watched", "post"), ("/recommend/{user_id}", "get")]
+ROUTES = [("/watched", "post"), ("/impressions", "post"), ("/recommend/{user_id}", "get")]
 MAX_REQUEST_LINE = 8190  # bytes of the request target: ids and query strings are far shorter
 MAX_HEADER_BYTES = 16 * 1024  # names and values of all headers together
 _STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
@@ -54,6 +55,8 @@ class ServingRoutes:
             return self._respond(start_response, method, *refusal, [])
         if path == "/watched":
             endpoint, allowed = WATCHED, ("POST",)
+        elif path == "/impressions":
+            endpoint, allowed = IMPRESSIONS, ("POST",)
         elif path.startswith("/recommend/") and path.count("/") == 2 and len(path) > len("/recommend/"):
             endpoint, allowed = RECOMMEND, ("GET", "HEAD")
         else:
@@ -68,6 +71,8 @@ class ServingRoutes:
                 headers.append(("Allow", ", ".join(allowed)))
             elif endpoint == WATCHED:
                 status, answer = 200, self._watched(environ)
+            elif endpoint == IMPRESSIONS:
+                status, answer = 200, self._impressions(environ)
             else:
                 user_id = inputs.user_id(path[len("/recommend/"):])
                 status, answer = 200, self.recommendations.recommend(user_id, k=_k(environ))
@@ -87,6 +92,14 @@ class ServingRoutes:
                                   environ["wsgi.input"].read)
         user_id, content_id, event_id = inputs.watch(body)
         return self.recommendations.record_watch(user_id, content_id, event_id=event_id, k=_k(environ))
+
+    def _impressions(self, environ) -> dict:
+        if self.access.enforced():  # the same role as a watch: a client reporting what it showed
+            self.access.require(WRITE, environ.get("HTTP_AUTHORIZATION"), environ.get("HTTP_X_API_KEY"))
+        body = inputs.json_object(environ.get("CONTENT_TYPE"), environ.get("CONTENT_LENGTH"),
+                                  environ["wsgi.input"].read)
+        user_id, content_ids, event_id = inputs.impressions(body)
+        return self.recommendations.record_impressions(user_id, content_ids, event_id=event_id)
 
     @staticmethod
     def _respond(start_response, method: str, status: int, answer: dict, headers: list):

@@ -50,6 +50,8 @@ class RecommendationService:
             return self._repeated_event(user_id, event_id, recorded, k)
         metrics.watch_events.inc()
         self._count_prediction_hit(recorded, code)
+        if recorded.shown_lately:
+            metrics.impression_hits.inc()
         codes, source = self._predict(recorded.history, version, max(self.settings.cache_top_k, k or 0))
         answer = self._watch_answer(user_id, content_id, version, codes, source, k)
         stored_answer = (event_id, answer) if event_id else None
@@ -94,6 +96,16 @@ class RecommendationService:
         except StoreUnavailable:
             log.warning("answer to a recovered event id not stored; the next retry computes it again")
         return answer
+
+    def record_impressions(self, user_id: str, content_ids: list[str], event_id: str | None = None) -> dict:
+        """Titles shown to a user: counted for frequency capping (a title shown
+        NEXTWATCH_IMPRESSION_CAP times without a watch is demoted for the user) and logged. A
+        repeated ``event_id`` is recorded once and answered the same way."""
+        codes = [self.titles.code_for(content_id) for content_id in content_ids]
+        recorded = self.store.users.record_impressions(user_id, content_ids, codes, time.time(), event_id)
+        if not recorded.duplicate:
+            metrics.impressions_shown.inc(len(content_ids))
+        return recorded.answer
 
     # -- reads -------------------------------------------------------------------------------
     def recommend(self, user_id: str, k: int | None = None) -> dict:
