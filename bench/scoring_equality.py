@@ -1,0 +1,186 @@
+"""Does the fast blended scorer rank exactly as the scorer it replaced? On a real trained model.
+
+    .venv/bin/python bench/scoring_equality.py DATASET --format FMT --model FILE.npz
+
+The model is trained the way ``nextwatch evaluate`` trains its tested model (leave-last-out
+split, parameters and the sequence model's weight tuned on validation, the final fit on
+everything before the test targets; ``NEXTWATCH_SEQUENCE_MODEL`` and ``NEXTWATCH_TRAIN_MINUTES``
+apply) and saved to FILE.npz, its published payload; a later run with the same FILE reuses it.
+
+Every test user is then scored by the scorer of commit ``BEFORE`` (the two model modules read
+from git into a package of their own, so the comparison needs no copy of the old code) and by
+this tree's: HR@10, NDCG@10, MRR@10 and coverage@10 of ``dense_scores`` through
+``evaluate_scorer`` (as ``nextwatch evaluate``), each user's top 10 from ``recommend``, and the
+target's rank in ``dense_scores``. Then the per-user time of ``recommend`` of both on this
+model. Exit status 1 when a figure differs at 4 decimals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from nextwatch.model import NextTitleModel
+
+BEFORE = "00bcb36"  # main when the fast scorer was written
+OLD_MODULES = ("next_title.py", "sequence.py")
+METRICS = ("hr@10", "ndcg@10", "mrr@10", "coverage@10")
+
+
+def old_model_class():
+    """``NextTitleModel`` as it was at ``BEFORE``, imported from git as package ``scorer_before``."""
+    root = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=True,
+                          cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+    folder = tempfile.mkdtemp(prefix="scorer-before-")
+    package = os.path.join(folder, "scorer_before")
+    os.mkdir(package)
+    open(os.path.join(package, "__init__.py"), "w").close()
+    for name in OLD_MODULES:
+        source = subprocess.run(["git", "show", f"{BEFORE}:src/nextwatch/model/{name}"], capture_output=True,
+                                text=True, check=True, cwd=root).stdout
+        with open(os.path.join(package, name), "w") as handle:
+            handle.write(source)
+    spec = importlib.util.spec_from_file_location("scorer_before", os.path.join(package, "__init__.py"),
+                                                  submodule_search_locations=[package])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["scorer_before"] = module
+    spec.loader.exec_module(module)
+    from scorer_before.next_title import NextTitleModel as Before
+    return Before
+
+
+def train(path: str, fmt: str, spark_master: str):
+    """The tested model of ``nextwatch evaluate`` (its flow, step by step) and the split."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from nextwatch.commands.evaluate import _write_histories
+    from nextwatch.datasets.readers import read_events
+    from nextwatch.evaluation import leave_last_out
+    from nextwatch.settings import load_settings
+    from nextwatch.training.fit import fit_next_title
+    from nextwatch.training.sequence import options_from
+    from nextwatch.training.spark import spark_session
+
+    settings = load_settings()
+    sequence = options_from(settings)
+    deadline = time.monotonic() + settings.train_minutes * 60
+    split = leave_last_out(read_events(path, fmt).events)
+    spark = spark_session(spark_master, app_name="scoring-equality", **{"spark.driver.memory": "4g"})
+    try:
+        with tempfile.TemporaryDirectory(prefix="scoring-equality-") as scratch:
+            validation = spark.read.parquet(_write_histories(split.validation_histories,
+                                                             os.path.join(scratch, "v.parquet"), pa, pq, np))
+            test = spark.read.parquet(_write_histories(split.test_histories, os.path.join(scratch, "t.parquet"),
+                                                       pa, pq, np))
+            _, tuning = fit_next_title(spark, validation, split.n_items,
+                                       tune_on=(split.validation_histories, split.validation_targets),
+                                       sequence=sequence, deadline=deadline)
+            model, _ = fit_next_title(spark, test, split.n_items, params=tuning.params, sequence=sequence,
+                                      deadline=deadline)
+    finally:
+        spark.stop()
+    return model
+
+
+def save(model: NextTitleModel, path: str) -> None:
+    arrays, meta = model.to_payload()
+    np.savez(path, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+             **{f"array:{name}": np.frombuffer(data, dtype=np.uint8) for name, data in arrays.items()})
+
+
+def load(path: str, model_class):
+    saved = np.load(path)
+    arrays = {name[len("array:"):]: saved[name].tobytes() for name in saved.files if name.startswith("array:")}
+    return model_class.from_payload(arrays, json.loads(saved["meta"].tobytes()))
+
+
+def target_ranks(model, histories, targets) -> np.ndarray:
+    """Titles outside the history scoring strictly above the target, per user."""
+    ranks = np.empty(len(targets), dtype=np.int64)
+    for user, (history, target) in enumerate(zip(histories, targets)):
+        scores = np.asarray(model.dense_scores(history), dtype=np.float64)
+        scores[np.asarray(history, dtype=np.int64)] = -np.inf
+        ranks[user] = int((scores > scores[target]).sum())
+    return ranks
+
+
+def per_user_us(model, histories, rounds: int = 3) -> float:
+    best = np.inf
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for history in histories:
+            model.recommend(history, 10)
+        best = min(best, time.perf_counter() - started)
+    return best / len(histories) * 1e6
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("dataset")
+    parser.add_argument("--format", required=True, dest="fmt")
+    parser.add_argument("--model", required=True, help="the trained model's payload (.npz); trained if missing")
+    parser.add_argument("--spark-master", default="local[2]")
+    args = parser.parse_args(argv)
+
+    from nextwatch.datasets.readers import read_events
+    from nextwatch.evaluation import evaluate_scorer, leave_last_out
+
+    if not os.path.exists(args.model):
+        started = time.monotonic()
+        save(train(args.dataset, args.fmt, args.spark_master), args.model)
+        print(f"trained and saved {args.model} in {time.monotonic() - started:.0f} s", flush=True)
+    split = leave_last_out(read_events(args.dataset, args.fmt).events)
+    new, old = load(args.model, NextTitleModel), load(args.model, old_model_class())
+    histories, targets = split.test_histories, split.test_targets
+    print(f"{args.dataset}: {len(targets)} test users, {split.n_items} titles; sequence weight "
+          f"{new.sequence_weight:g} ({'with' if new.has_sequence else 'WITHOUT'} the sequence model)")
+
+    figures = {name: evaluate_scorer(model.dense_scores, histories, targets, split.n_items)
+               for name, model in (("before", old), ("after", new))}
+    same = True
+    for metric in METRICS:
+        before, after = figures["before"][metric], figures["after"][metric]
+        equal = f"{before:.4f}" == f"{after:.4f}"
+        same &= equal
+        print(f"  {metric:12} before {before:.6f}  after {after:.6f}  difference {after - before:+.2e}"
+              f"  {'same at 4 decimals' if equal else 'DIFFERENT at 4 decimals'}")
+
+    top_before = [old.recommend(h, 10) for h in histories]
+    top_after = [new.recommend(h, 10) for h in histories]
+    lists = sum(a != b for a, b in zip(top_before, top_after))
+    sets = sum(set(a) != set(b) for a, b in zip(top_before, top_after))
+    print(f"  recommend top-10: {lists} of {len(histories)} users with a different list ({sets} a different set)")
+    ranks_before, ranks_after = target_ranks(old, histories, targets), target_ranks(new, histories, targets)
+    moved = np.flatnonzero(ranks_before != ranks_after)
+    print(f"  target's rank in dense_scores: {len(moved)} users differ"
+          + "".join(f"; user {u}: {ranks_before[u]} -> {ranks_after[u]}" for u in moved[:5]))
+    dense_vs_recommend = sum(list(np.lexsort((np.arange(split.n_items), -_masked(new.dense_scores(h), h)))[:10])
+                             != top for h, top in zip(histories, top_after))
+    print(f"  after: dense_scores' top 10 (equal scores to the lower code) against recommend: "
+          f"{dense_vs_recommend} users differ")
+
+    sample = histories[:: max(1, len(histories) // 300)]
+    for _ in range(2):  # interleaved: each figure is the best of its rounds
+        before_us, after_us = per_user_us(old, sample), per_user_us(new, sample)
+    print(f"  recommend(history, 10) on {len(sample)} test users: before {before_us:.0f} us a user, "
+          f"after {after_us:.0f} us ({before_us / after_us:.1f}x)")
+    return 0 if same and lists == 0 else 1
+
+
+def _masked(scores: np.ndarray, history) -> np.ndarray:
+    scores = np.array(scores, dtype=np.float64)
+    scores[np.asarray(history, dtype=np.int64)] = -np.inf
+    return scores
+
+
+if __name__ == "__main__":
+    sys.exit(main())
