@@ -6,10 +6,11 @@ The model is trained the way ``nextwatch evaluate`` trains its tested model (lea
 split, parameters and the sequence model's weight tuned on validation, the final fit on
 everything before the test targets; ``NEXTWATCH_SEQUENCE_MODEL`` and ``NEXTWATCH_TRAIN_MINUTES``
 apply) and saved to FILE.npz, its published payload; a later run with the same FILE reuses it.
+``--weight W``: when validation chose no sequence model (λ 0), train it anyway, for the
+validation's best epoch, and blend it at W, so that there is a blend to compare.
 
-Every test user is then scored by the scorer of commit ``BEFORE`` (the two model modules read
-from git into a package of their own, so the comparison needs no copy of the old code) and by
-this tree's: HR@10, NDCG@10, MRR@10 and coverage@10 of ``dense_scores`` through
+Every test user is then scored by the scorer of commit ``scorer_before.BEFORE`` (read from
+git, ``scorer_before.py``) and by this tree's: HR@10, NDCG@10, MRR@10 and coverage@10 of ``dense_scores`` through
 ``evaluate_scorer`` (as ``nextwatch evaluate``), each user's top 10 from ``recommend``, and the
 target's rank in ``dense_scores``. Then the per-user time of ``recommend`` of both on this
 model. Exit status 1 when a figure differs at 4 decimals.
@@ -17,11 +18,13 @@ model. Exit status 1 when a figure differs at 4 decimals.
 
 from __future__ import annotations
 
+import nextwatch  # noqa: F401  first: it sets one BLAS thread before NumPy loads
+
 import argparse
-import importlib.util
+import dataclasses
 import json
+import logging
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,35 +32,13 @@ import time
 import numpy as np
 
 from nextwatch.model import NextTitleModel
+from scorer_before import BEFORE, model_class
 
-BEFORE = "00bcb36"  # main when the fast scorer was written
-OLD_MODULES = ("next_title.py", "sequence.py")
+log = logging.getLogger("scoring_equality")
 METRICS = ("hr@10", "ndcg@10", "mrr@10", "coverage@10")
 
 
-def old_model_class():
-    """``NextTitleModel`` as it was at ``BEFORE``, imported from git as package ``scorer_before``."""
-    root = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=True,
-                          cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
-    folder = tempfile.mkdtemp(prefix="scorer-before-")
-    package = os.path.join(folder, "scorer_before")
-    os.mkdir(package)
-    open(os.path.join(package, "__init__.py"), "w").close()
-    for name in OLD_MODULES:
-        source = subprocess.run(["git", "show", f"{BEFORE}:src/nextwatch/model/{name}"], capture_output=True,
-                                text=True, check=True, cwd=root).stdout
-        with open(os.path.join(package, name), "w") as handle:
-            handle.write(source)
-    spec = importlib.util.spec_from_file_location("scorer_before", os.path.join(package, "__init__.py"),
-                                                  submodule_search_locations=[package])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["scorer_before"] = module
-    spec.loader.exec_module(module)
-    from scorer_before.next_title import NextTitleModel as Before
-    return Before
-
-
-def train(path: str, fmt: str, spark_master: str):
+def train(path: str, fmt: str, spark_master: str, weight: float | None = None):
     """The tested model of ``nextwatch evaluate`` (its flow, step by step) and the split."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -84,8 +65,12 @@ def train(path: str, fmt: str, spark_master: str):
             _, tuning = fit_next_title(spark, validation, split.n_items,
                                        tune_on=(split.validation_histories, split.validation_targets),
                                        sequence=sequence, deadline=deadline)
-            model, _ = fit_next_title(spark, test, split.n_items, params=tuning.params, sequence=sequence,
-                                      deadline=deadline)
+            params = tuning.params
+            if weight is not None and params.sequence_weight == 0 and tuning.sequence and "best_epoch" in tuning.sequence:
+                log.warning("validation chose no sequence model: blending it at %s for %s epochs, as --weight asks",
+                            weight, tuning.sequence["best_epoch"])
+                params = dataclasses.replace(params, sequence_weight=weight, sequence_epochs=tuning.sequence["best_epoch"])
+            model, _ = fit_next_title(spark, test, split.n_items, params=params, sequence=sequence, deadline=deadline)
     finally:
         spark.stop()
     return model
@@ -129,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", required=True, dest="fmt")
     parser.add_argument("--model", required=True, help="the trained model's payload (.npz); trained if missing")
     parser.add_argument("--spark-master", default="local[2]")
+    parser.add_argument("--weight", type=float, help="λ to blend at if validation chooses no sequence model")
     args = parser.parse_args(argv)
 
     from nextwatch.datasets.readers import read_events
@@ -136,10 +122,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if not os.path.exists(args.model):
         started = time.monotonic()
-        save(train(args.dataset, args.fmt, args.spark_master), args.model)
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")  # progress on stderr
+        save(train(args.dataset, args.fmt, args.spark_master, args.weight), args.model)
         print(f"trained and saved {args.model} in {time.monotonic() - started:.0f} s", flush=True)
     split = leave_last_out(read_events(args.dataset, args.fmt).events)
-    new, old = load(args.model, NextTitleModel), load(args.model, old_model_class())
+    new, old = load(args.model, NextTitleModel), load(args.model, model_class(BEFORE))
     histories, targets = split.test_histories, split.test_targets
     print(f"{args.dataset}: {len(targets)} test users, {split.n_items} titles; sequence weight "
           f"{new.sequence_weight:g} ({'with' if new.has_sequence else 'WITHOUT'} the sequence model)")

@@ -27,7 +27,8 @@ import numpy as np
 LAYER_NORM_EPSILON = np.float32(1e-5)
 BLOCK_ARRAYS = ("ln1_w", "ln1_b", "wq", "bq", "wk", "bk", "wv", "bv", "wo", "bo",
                 "ln2_w", "ln2_b", "w1", "b1", "w2", "b2")
-GELU_SCALE, GELU_CUBIC = np.float32(math.sqrt(2.0 / math.pi)), np.float32(0.044715)
+GELU_SCALE = np.float32(math.sqrt(2.0 / math.pi))
+GELU_CUBIC = np.float32(math.sqrt(2.0 / math.pi) * 0.044715)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,10 +44,11 @@ class FoldedBlock:
     hidden_bias: np.ndarray
     out: np.ndarray
     out_bias: np.ndarray
-    mean_weights: np.ndarray  # 1/d in each entry: a row's mean as one matrix product
+    mean_weights: np.ndarray  # (d, 1) of 1/d: the rows' means as one matrix product
+    ones: np.ndarray  # (max_length, 1) of 1: the rows' sums of attention weights likewise
 
     @classmethod
-    def from_arrays(cls, w: dict[str, np.ndarray], heads: int) -> "FoldedBlock":
+    def from_arrays(cls, w: dict[str, np.ndarray], heads: int, max_length: int) -> "FoldedBlock":
         w = {name: value.astype(np.float64) for name, value in w.items()}  # fold in float64, round once
 
         def after_norm(weight: str, bias: str, norm: str) -> tuple[np.ndarray, np.ndarray]:
@@ -65,14 +67,20 @@ class FoldedBlock:
                    values=[(wv[:, h] @ w["wo"][h]).astype(f32) for h in heads_of],
                    value_bias=(bv @ w["wo"] + w["bo"]).astype(f32),
                    hidden=np.ascontiguousarray(hidden, dtype=f32), hidden_bias=hidden_bias.astype(f32),
-                   out=np.ascontiguousarray(w["w2"], dtype=f32), out_bias=w["b2"].astype(f32),
-                   mean_weights=np.full(dim, 1.0 / dim, dtype=f32))
+                   # GELU's factor 1/2 goes into the weights that read it (exact: a power of two).
+                   out=np.ascontiguousarray(0.5 * w["w2"], dtype=f32), out_bias=w["b2"].astype(f32),
+                   mean_weights=mean_weights(dim), ones=np.ones((max_length, 1), dtype=f32))
+
+
+def mean_weights(dim: int) -> np.ndarray:
+    return np.full((dim, 1), 1.0 / dim, dtype=np.float32)
 
 
 def last_state(x: np.ndarray, blocks: list[FoldedBlock], causal: np.ndarray, out_w: np.ndarray,
-               out_b: np.ndarray) -> np.ndarray:
+               out_b: np.ndarray, means: np.ndarray) -> np.ndarray:
     """The network's output (d,) at the last row of ``x`` (titles x d, oldest first: the input
-    embeddings plus positions). ``causal``: 0 on and below the diagonal, -inf above."""
+    embeddings plus positions). ``causal``: 0 on and below the diagonal, -inf above; ``means``:
+    ``mean_weights(d)``."""
     for block in blocks[:-1]:
         normal = _normalised(x, block.mean_weights)
         x = _attend(block, normal, normal, x, causal)
@@ -82,8 +90,10 @@ def last_state(x: np.ndarray, blocks: list[FoldedBlock], causal: np.ndarray, out
         normal = _normalised(x, last.mean_weights)
         x = _attend(last, normal, normal[-1:], x[-1:], None)
         _feed_forward(last, x)
-    mean_weights = np.full(x.shape[1], 1.0 / x.shape[1], dtype=np.float32)
-    return (_normalised(x[-1:], mean_weights) * out_w + out_b)[0]
+    out = _normalised(x[-1:], means)[0]
+    out *= out_w
+    out += out_b
+    return out
 
 
 def _attend(block: FoldedBlock, keys: np.ndarray, queries: np.ndarray, residual: np.ndarray,
@@ -97,10 +107,11 @@ def _attend(block: FoldedBlock, keys: np.ndarray, queries: np.ndarray, residual:
         logits = logits @ keys.T
         if mask is not None:
             logits += mask
-        logits -= logits.max(axis=1, keepdims=True)
+        logits -= np.maximum.reduce(logits, axis=1, keepdims=True)
         np.exp(logits, out=logits)
-        logits /= logits.sum(axis=1, keepdims=True)
-        out += (logits @ keys) @ values
+        mixed = logits @ keys
+        mixed /= logits @ block.ones[: len(keys)]  # each row's sum, as a product: cheaper than a reduction
+        out += mixed @ values
     return out
 
 
@@ -115,23 +126,21 @@ def _feed_forward(block: FoldedBlock, x: np.ndarray) -> None:
 
 def _normalised(x: np.ndarray, mean_weights: np.ndarray) -> np.ndarray:
     """(x - mean) / sqrt(variance + eps) along each row: a layer norm without scale or shift."""
-    centred = x - (x @ mean_weights)[:, None]
+    centred = x - x @ mean_weights
     spread = (centred * centred) @ mean_weights
     spread += LAYER_NORM_EPSILON
     np.sqrt(spread, out=spread)
-    centred /= spread[:, None]
+    centred /= spread
     return centred
 
 
 def _gelu_in_place(x: np.ndarray) -> None:
-    """GELU in its tanh form, as torch.nn.GELU(approximate="tanh") computes it in training:
-    0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+    """Twice GELU in its tanh form, as torch.nn.GELU(approximate="tanh") computes it in training:
+    x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) (``FoldedBlock.out`` holds the factor 1/2)."""
     inner = x * x
     inner *= GELU_CUBIC
-    inner += 1.0
+    inner += GELU_SCALE
     inner *= x
-    inner *= GELU_SCALE
     np.tanh(inner, out=inner)
-    inner += 1.0
+    inner += np.float32(1.0)
     x *= inner
-    x *= np.float32(0.5)

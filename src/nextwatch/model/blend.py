@@ -36,63 +36,67 @@ class BlendedScorer:
     def __init__(self, table, sequence: SequenceModel, weight: float):
         self.table, self.sequence, self.weight = table, sequence, float(weight)
         self.title_count = table.title_count
-        # The table's score of a title no neighbour reaches, as ``table_scores`` computes it (float32).
+        # The table's score of a title no neighbour reaches, as ``table_scores`` computes it
+        # (float32), and the same less the mean over the catalog (the centre of its moments).
         self.popular_part = table.popularity_weight * table.popularity
-        self.popular_part64 = self.popular_part.astype(np.float64)
-        self.table_centre = float(self.popular_part64.mean())
-        centred = self.popular_part64 - self.table_centre
-        self.table_sum, self.table_squares = float(centred.sum()), float(centred @ centred)
+        popular_part = self.popular_part.astype(np.float64)
+        self.table_centre = float(popular_part.mean())
+        self.popular_centred = popular_part - self.table_centre
+        self.table_sum = float(self.popular_centred.sum())
+        self.table_squares = float(self.popular_centred @ self.popular_centred)
 
     def scores(self, history: np.ndarray) -> np.ndarray:
         """float64 scores of every title, ranked as the blend ranks them (module docstring)."""
         history = np.asarray(history, dtype=np.int64)
-        return self._scores(history, np.unique(history[(history >= 0) & (history < self.title_count)]))
+        known = history[(history >= 0) & (history < self.title_count)]
+        return self._scores(history, known, np.unique(known))
 
     def top(self, history: np.ndarray, k: int) -> list[int]:
         """The ``k`` best titles outside ``history`` by ``scores``; equal scores to the lower code."""
         history = np.asarray(history, dtype=np.int64)
-        watched = np.unique(history[(history >= 0) & (history < self.title_count)])
+        known = history[(history >= 0) & (history < self.title_count)]
+        watched = np.unique(known)
         k = min(k, self.title_count - len(watched))
         if k <= 0:
             return []
-        scores = self._scores(history, watched)
+        scores = self._scores(history, known, watched)
         scores[watched] = -np.inf
         return top_codes(scores, k)
 
-    def _scores(self, history: np.ndarray, watched: np.ndarray) -> np.ndarray:
-        unwatched = self.title_count - len(watched)
-        reached, table_at_reached, table_at_watched = self._table_sparse(history, watched)
+    def _scores(self, history: np.ndarray, known: np.ndarray, watched: np.ndarray) -> np.ndarray:
+        """``scores``; ``known``: the codes of ``history`` inside the catalog, ``watched``: the
+        distinct ones. Table scores are taken less the table's centre: a shift, no change."""
+        unwatched = self.title_count - len(watched) or self.title_count  # none: over all titles
+        if unwatched == self.title_count:
+            watched = watched[:0]
+        reached, at_reached, at_watched = self._table_sparse(history, watched)
+        base = self.popular_centred[reached]
+        total = self.table_sum + float(at_reached.sum() - base.sum() - at_watched.sum())
+        squares = self.table_squares + float(at_reached @ at_reached - base @ base - at_watched @ at_watched)
+        table_spread = _spread(total, squares, unwatched)
 
-        # The table's moments about its centre over the unwatched titles (all titles if none is).
-        base = self.popular_part64[reached] - self.table_centre
-        ours = table_at_reached - self.table_centre
-        total = self.table_sum + float(ours.sum() - base.sum())
-        squares = self.table_squares + float(ours @ ours - base @ base)
-        if unwatched:
-            own = table_at_watched - self.table_centre
-            total, squares = total - float(own.sum()), squares - float(own @ own)
-        table_spread = _spread(total, squares, unwatched or self.title_count)
-
-        state = self.sequence.state(history)
-        total, squares = self.sequence.score_moments(state, watched if unwatched else watched[:0])
-        sequence_spread = _spread(total, squares, unwatched or self.title_count)
+        state = self.sequence.state_of_known(known)
+        sequence_spread = _spread(*self.sequence.score_moments(state, watched), unwatched)
 
         # c·S in one product over the catalog: c scales the network's output, not every score.
         learned = self.sequence.items @ (state * np.float32(self.weight * table_spread / sequence_spread))
-        blended = learned + self.popular_part64
-        blended[reached] = learned[reached] + table_at_reached
+        blended = learned + self.popular_centred
+        blended[reached] = learned[reached] + at_reached
         return blended
 
     def _table_sparse(self, history: np.ndarray, watched: np.ndarray):
-        """The titles the table reaches from ``history`` (codes with a non-zero neighbour sum:
-        elsewhere the table's score is the popularity term) and the table's scores there and at
-        the ``watched`` titles, each float32 as ``table_scores`` computes it, as float64."""
-        codes, terms = self.table.neighbour_terms(history)
+        """The titles the table reaches from the history (elsewhere its score is the popularity
+        term), and the table's scores there and at the ``watched`` titles, each rounded to
+        float32 as ``table_scores`` computes it, then less the centre (float64)."""
+        codes, terms = self.table.neighbour_terms(history)  # newer titles keep their place in the window
         summed = np.bincount(codes, weights=terms, minlength=self.title_count)
-        reached = np.flatnonzero(summed)
-        at_reached = (summed[reached] + self.popular_part[reached]).astype(np.float32)
-        at_watched = (summed[watched] + self.popular_part[watched]).astype(np.float32)
-        return reached, at_reached.astype(np.float64), at_watched.astype(np.float64)
+        reached = np.sort(codes)  # distinct (a few hundred: cheaper than a scan of the catalog for non-zeros)
+        if len(reached) > 1:
+            reached = reached[np.concatenate(([True], reached[1:] != reached[:-1]))]
+        both = np.concatenate((reached, watched))
+        at = (summed[both] + self.popular_part[both]).astype(np.float32).astype(np.float64)
+        at -= self.table_centre
+        return reached, at[: len(reached)], at[len(reached):]
 
 
 def top_codes(scores: np.ndarray, k: int) -> list[int]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .attention import BLOCK_ARRAYS, FoldedBlock, last_state
+from .attention import BLOCK_ARRAYS, FoldedBlock, last_state, mean_weights
 
 __all__ = ["BLOCK_ARRAYS", "SequenceModel"]
 
@@ -41,8 +41,9 @@ class SequenceModel:
         if self.dim % self.heads:
             raise ValueError(f"{self.heads} heads do not divide the model width {self.dim}")
         # Derived here, never stored: the published payload stays the arrays above.
-        self._folded = [FoldedBlock.from_arrays(block, self.heads) for block in self.blocks]
+        self._folded = [FoldedBlock.from_arrays(block, self.heads, self.max_length) for block in self.blocks]
         self._input_scale = np.float32(np.sqrt(self.dim))
+        self._means = mean_weights(self.dim)
         self._causal = np.triu(np.full((self.max_length, self.max_length), -np.inf, dtype=np.float32), 1)
         items = self.items.astype(np.float64)
         self._item_mean = items.mean(axis=0)  # the mean of all titles' scores is out . item_mean
@@ -67,13 +68,18 @@ class SequenceModel:
         oldest first; its last ``max_length`` known titles). An empty history, or one of titles
         all unknown to the model, gives zeros (every title scores 0)."""
         history = np.asarray(history, dtype=np.int64)
-        recent = history[(history >= 0) & (history < self.title_count)][-self.max_length:]
-        if len(recent) == 0:
-            return np.zeros(self.dim, dtype=np.float32)
+        return self.state_of_known(history[(history >= 0) & (history < self.title_count)])
+
+    def state_of_known(self, history: np.ndarray) -> np.ndarray:
+        """``state`` of a history of codes all inside the catalog (int64)."""
+        recent = history[-self.max_length:]
         n = len(recent)
+        if n == 0:
+            return np.zeros(self.dim, dtype=np.float32)
         x = self.items[recent] * self._input_scale
         x += self.positions[n - 1::-1] if n < self.max_length else self.positions[::-1]
-        return last_state(x, self._folded, self._causal[:n, :n], self.arrays["out_w"], self.arrays["out_b"])
+        return last_state(x, self._folded, self._causal[:n, :n], self.arrays["out_w"], self.arrays["out_b"],
+                          self._means)
 
     def scores(self, history: np.ndarray) -> np.ndarray:
         """float32 scores of every title as the next after ``history`` (codes, oldest first)."""
