@@ -10,7 +10,8 @@ read from git and loads the same model. The variants run in interleaved rounds, 
 the other order than the last; a figure is the best round's mean per call, in microseconds of
 this process's CPU time (one BLAS thread, as the package sets): on a shared machine, time spent
 waiting for a core is not the scorer's cost (``--clock wall`` counts it). ``--steps`` adds what
-each step of this tree's blended scorer costs on its own.
+each step of either blended scorer costs on its own (warm caches: the steps add up to less than
+the whole).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import timeit
 import numpy as np
 
 from nextwatch.model import NextTitleModel, PositionWeights
-from nextwatch.model.blend import top_codes
+from nextwatch.model.blend import distinct, top_codes
 from nextwatch.model.sequence import SequenceModel
 from scorer_before import BEFORE, model_class
 
@@ -57,19 +58,36 @@ def interleaved_us(calls: dict, rounds: int, number: int, clock: str) -> dict[st
 
 
 def step_calls(model: NextTitleModel, history: np.ndarray) -> dict:
-    """Each step of the blended scorer (``model/blend.py``) on its own, on ``history``."""
+    """Each step of this tree's blended scorer (``model/blend.py``) on its own, on ``history``."""
     blend, sequence = model._blend, model.sequence
     watched = np.unique(history[(history >= 0) & (history < model.title_count)])
     state = sequence.state(history)
     scores = blend.scores(history)
     scores[watched] = -np.inf
     return {
-        "distinct watched titles": lambda: np.unique(history[(history >= 0) & (history < model.title_count)]),
+        "distinct watched titles": lambda: distinct(history[(history >= 0) & (history < model.title_count)]),
         "table: neighbour sums, reached titles": lambda: blend._table_sparse(history, watched),
         "network (one history)": lambda: sequence.state(history),
         "sequence moments (no catalog pass)": lambda: sequence.score_moments(state, watched),
         "catalog: items @ (c * state) + table": lambda: sequence.items @ state + blend.popular_centred,
         "top 10 (sampled bound)": lambda: top_codes(scores, 10),
+    }
+
+
+def steps_before(before, history: np.ndarray) -> dict:
+    """Each step of the earlier scorer (``next_title.py`` at ``--before``) on its own."""
+    module = sys.modules[type(before).__module__]
+    table, learned = before.table_scores(history), before.sequence.scores(history)
+    unwatched = module.unwatched_mask(history, before.title_count)
+    dense = before.dense_scores(history)
+    state = before.sequence.last_states([history])
+    return {
+        "table scores over the catalog": lambda: before.table_scores(history),
+        "network (a padded batch of one)": lambda: before.sequence.last_states([history]),
+        "catalog: state @ items.T": lambda: state @ before.sequence.items.T,
+        "unwatched mask, two standardisations": lambda: module.blend(
+            table, learned, module.unwatched_mask(history, before.title_count), before.sequence_weight),
+        "top 10 (argpartition)": lambda: before._top_blended(history, dense.copy(), 10),
     }
 
 
@@ -81,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--number", type=int, default=100, help="calls per variant and round")
     parser.add_argument("--before", default=BEFORE, help="the commit whose scorer is compared (git)")
-    parser.add_argument("--steps", action="store_true", help="also time each step of the blended scorer")
+    parser.add_argument("--steps", action="store_true", help="also time each step of both blended scorers")
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu",
                         help="cpu: this process's CPU time (default); wall: elapsed time")
     args = parser.parse_args(argv)
@@ -102,10 +120,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"history {length:>3}: table alone {us['table']:6.0f}   blend {us['blend']:6.0f} ({verdict})   "
               f"blend at {args.before} {us['before']:6.0f}   ({us['before'] / us['blend']:.1f}x)", flush=True)
         if args.steps:
-            steps = interleaved_us(step_calls(model, history), args.rounds, args.number, args.clock)
-            for name, value in steps.items():
-                print(f"    {name:40} {value:6.1f}")
-            print(f"    {'sum of the steps':40} {sum(steps.values()):6.1f}", flush=True)
+            for label, calls in (("this tree", step_calls(model, history)),
+                                 (args.before, steps_before(before, history))):
+                steps = interleaved_us(calls, args.rounds, args.number, args.clock)
+                print(f"  steps, {label}:")
+                for name, value in steps.items():
+                    print(f"    {name:40} {value:6.1f}")
+                print(f"    {'sum of the steps':40} {sum(steps.values()):6.1f}", flush=True)
     return 0 if met else 1
 
 
