@@ -7,7 +7,10 @@ split, parameters and the sequence model's weight tuned on validation, the final
 everything before the test targets; ``NEXTWATCH_SEQUENCE_MODEL`` and ``NEXTWATCH_TRAIN_MINUTES``
 apply) and saved to FILE.npz, its published payload; a later run with the same FILE reuses it.
 ``--weight W``: when validation chose no sequence model (λ 0), train it anyway, for the
-validation's best epoch, and blend it at W, so that there is a blend to compare.
+validation's best epoch, and blend it at W, so that there is a blend to compare. With
+``--epochs N`` as well, the network is not tuned on validation at all (only the table is): it
+trains N epochs on everything before the test targets and is blended at W, which bounds the
+time the large data sets take on a busy machine.
 
 Every test user is then scored by the scorer of commit ``scorer_before.BEFORE`` (read from
 git, ``scorer_before.py``) and by this tree's: HR@10, NDCG@10, MRR@10 and coverage@10 of ``dense_scores`` through
@@ -39,7 +42,7 @@ METRICS = ("hr@10", "ndcg@10", "mrr@10", "coverage@10")
 SERVED_HISTORY = 50  # titles a user's history keeps in serving (NEXTWATCH_HISTORY_LENGTH's default)
 
 
-def train(path: str, fmt: str, spark_master: str, weight: float | None = None):
+def train(path: str, fmt: str, spark_master: str, weight: float | None = None, epochs: int | None = None):
     """The tested model of ``nextwatch evaluate`` (its flow, step by step) and the split."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -65,9 +68,12 @@ def train(path: str, fmt: str, spark_master: str, weight: float | None = None):
                                                        pa, pq, np))
             _, tuning = fit_next_title(spark, validation, split.n_items,
                                        tune_on=(split.validation_histories, split.validation_targets),
-                                       sequence=sequence, deadline=deadline)
+                                       sequence=None if epochs else sequence, deadline=deadline)
             params = tuning.params
-            if weight is not None and params.sequence_weight == 0 and tuning.sequence and "best_epoch" in tuning.sequence:
+            if epochs:
+                log.warning("the network is not tuned: %s epochs, blended at %s, as --epochs asks", epochs, weight)
+                params = dataclasses.replace(params, sequence_weight=weight, sequence_epochs=epochs)
+            elif weight is not None and params.sequence_weight == 0 and tuning.sequence and "best_epoch" in tuning.sequence:
                 log.warning("validation chose no sequence model: blending it at %s for %s epochs, as --weight asks",
                             weight, tuning.sequence["best_epoch"])
                 params = dataclasses.replace(params, sequence_weight=weight, sequence_epochs=tuning.sequence["best_epoch"])
@@ -117,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="the trained model's payload (.npz); trained if missing")
     parser.add_argument("--spark-master", default="local[2]")
     parser.add_argument("--weight", type=float, help="λ to blend at if validation chooses no sequence model")
+    parser.add_argument("--epochs", type=int, help="with --weight: train the network this many epochs, untuned")
     args = parser.parse_args(argv)
 
     from nextwatch.datasets.readers import read_events
@@ -125,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     if not os.path.exists(args.model):
         started = time.monotonic()
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")  # progress on stderr
-        save(train(args.dataset, args.fmt, args.spark_master, args.weight), args.model)
+        if args.epochs and args.weight is None:
+            parser.error("--epochs needs --weight")
+        save(train(args.dataset, args.fmt, args.spark_master, args.weight, args.epochs), args.model)
         print(f"trained and saved {args.model} in {time.monotonic() - started:.0f} s", flush=True)
     split = leave_last_out(read_events(args.dataset, args.fmt).events)
     new, old = load(args.model, NextTitleModel), load(args.model, model_class(BEFORE))
