@@ -105,6 +105,14 @@ def target_ranks(model, histories, targets) -> np.ndarray:
     return ranks
 
 
+def flip_gap(old, new, history, target) -> float:
+    """The largest distance, before, between the target's score and that of a title that is
+    above it in one scorer and not in the other, over the spread of the user's scores."""
+    before, after = _masked(old.dense_scores(history), history), _masked(new.dense_scores(history), history)
+    flipped = np.flatnonzero((before > before[target]) != (after > after[target]))
+    return float(np.abs(before[flipped] - before[target]).max() / before[np.isfinite(before)].std())
+
+
 def per_user_us(model, histories, rounds: int = 3) -> float:
     """CPU microseconds per ``recommend(history, 10)``, the best of ``rounds`` passes."""
     best = np.inf
@@ -161,6 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     moved = np.flatnonzero(ranks_before != ranks_after)
     print(f"  target's rank in dense_scores: {len(moved)} users differ"
           + "".join(f"; user {u}: {ranks_before[u]} -> {ranks_after[u]}" for u in moved[:5]))
+    if len(moved):
+        gaps = [flip_gap(old, new, histories[u], targets[u]) for u in moved]
+        print(f"    the titles that changed sides of the target were within {max(gaps):.1e} of it "
+              f"(before, in units of the user's score spread): float32 rounding")
     dense_vs_recommend = sum(list(np.lexsort((np.arange(split.n_items), -_masked(new.dense_scores(h), h)))[:10])
                              != top for h, top in zip(histories, top_after))
     print(f"  after: dense_scores' top 10 (equal scores to the lower code) against recommend: "
