@@ -1,23 +1,36 @@
-"""What the sequence model costs to score, per user: inline (a cache miss) and in the refiner's
-batches, next to the table alone (what POST /watched computes).
+"""What one user's top 10 costs with the sequence model blended in (what POST /watched computes
+inline), next to the table alone and to the blended scorer of an earlier commit.
 
-    .venv/bin/python bench/sequence_cost.py [--titles 12101] [--history 10] [--batch 1 50 500]
+    .venv/bin/python bench/sequence_cost.py [--titles 12101] [--history 10 50] [--rounds 7] [--steps]
 
-The model is the shipped shape (64-dim, 2 blocks, 50 positions) with random weights, over a
-table of 100 neighbours per title: the cost does not depend on what the weights learned. Each
-figure is the best of 3 timed repeats, in microseconds per user, in this process alone.
+The model is the shipped shape (64-dim, 2 blocks, 50 positions, one head) with random weights,
+over a table of 100 neighbours per title read through a window of 10: the cost does not depend
+on what the weights learned. The scorer of ``--before`` (default ``scorer_before.BEFORE``) is
+read from git and loads the same model. The variants run in interleaved rounds, each round in
+the other order than the last; a figure is the best round's mean per call, in microseconds of
+this process's CPU time (one BLAS thread, as the package sets): on a shared machine, time spent
+waiting for a core is not the scorer's cost (``--clock wall`` counts it). ``--steps`` adds what
+each step of either blended scorer costs on its own (warm caches: the steps add up to less than
+the whole).
 """
 
 from __future__ import annotations
 
+import nextwatch  # noqa: F401  first: it sets one BLAS thread before NumPy loads
+
 import argparse
 import sys
+import time
 import timeit
 
 import numpy as np
 
 from nextwatch.model import NextTitleModel, PositionWeights
+from nextwatch.model.blend import distinct, top_codes
 from nextwatch.model.sequence import SequenceModel
+from scorer_before import BEFORE, model_class
+
+TARGET_US = 150.0
 
 
 def build(titles: int, neighbours: int, seed: int = 0) -> NextTitleModel:
@@ -30,8 +43,52 @@ def build(titles: int, neighbours: int, seed: int = 0) -> NextTitleModel:
                           sequence_weight=16.0)
 
 
-def best_us(call, users: int, number: int) -> float:
-    return min(timeit.repeat(call, number=number, repeat=3)) / number / users * 1e6
+CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
+
+
+def interleaved_us(calls: dict, rounds: int, number: int, clock: str) -> dict[str, float]:
+    """Best mean microseconds per call of each of ``calls``, timed in alternating order."""
+    best = {name: np.inf for name in calls}
+    names = list(calls)
+    for round_index in range(rounds):
+        for name in names if round_index % 2 == 0 else names[::-1]:
+            seconds = timeit.Timer(calls[name], timer=CLOCKS[clock]).timeit(number)
+            best[name] = min(best[name], seconds / number * 1e6)
+    return best
+
+
+def step_calls(model: NextTitleModel, history: np.ndarray) -> dict:
+    """Each step of this tree's blended scorer (``model/blend.py``) on its own, on ``history``."""
+    blend, sequence = model._blend, model.sequence
+    watched = np.unique(history[(history >= 0) & (history < model.title_count)])
+    state = sequence.state(history)
+    scores = blend.scores(history)
+    scores[watched] = -np.inf
+    return {
+        "distinct watched titles": lambda: distinct(history[(history >= 0) & (history < model.title_count)]),
+        "table: neighbour sums, reached titles": lambda: blend._table_sparse(history, watched),
+        "network (one history)": lambda: sequence.state(history),
+        "sequence moments (no catalog pass)": lambda: sequence.score_moments(state, watched),
+        "catalog: items @ (c * state) + table": lambda: sequence.items @ state + blend.popular_centred,
+        "top 10 (sampled bound)": lambda: top_codes(scores, 10),
+    }
+
+
+def steps_before(before, history: np.ndarray) -> dict:
+    """Each step of the earlier scorer (``next_title.py`` at ``--before``) on its own."""
+    module = sys.modules[type(before).__module__]
+    table, learned = before.table_scores(history), before.sequence.scores(history)
+    unwatched = module.unwatched_mask(history, before.title_count)
+    dense = before.dense_scores(history)
+    state = before.sequence.last_states([history])
+    return {
+        "table scores over the catalog": lambda: before.table_scores(history),
+        "network (a padded batch of one)": lambda: before.sequence.last_states([history]),
+        "catalog: state @ items.T": lambda: state @ before.sequence.items.T,
+        "unwatched mask, two standardisations": lambda: module.blend(
+            table, learned, module.unwatched_mask(history, before.title_count), before.sequence_weight),
+        "top 10 (argpartition)": lambda: before._top_blended(history, dense.copy(), 10),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,21 +96,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--titles", type=int, default=12_101, help="catalog size (Amazon Beauty's by default)")
     parser.add_argument("--neighbours", type=int, default=100)
     parser.add_argument("--history", type=int, nargs="+", default=[10, 50], help="titles per history")
-    parser.add_argument("--batch", type=int, nargs="+", default=[1, 50, 500], help="users per refiner batch")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--number", type=int, default=100, help="calls per variant and round")
+    parser.add_argument("--before", default=BEFORE, help="the commit whose scorer is compared (git)")
+    parser.add_argument("--steps", action="store_true", help="also time each step of both blended scorers")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu",
+                        help="cpu: this process's CPU time (default); wall: elapsed time")
     args = parser.parse_args(argv)
     model = build(args.titles, args.neighbours)
+    before = model_class(args.before).from_payload(*model.to_payload())
     rng = np.random.default_rng(1)
-    print(f"{args.titles:,} titles, {args.neighbours} neighbours per title; microseconds per user")
+    print(f"{args.titles:,} titles, {args.neighbours} neighbours per title; microseconds per user, best of "
+          f"{args.rounds} interleaved rounds of {args.number} calls ({args.clock} time); target for the blend: <= {TARGET_US:.0f}")
+    met = True
     for length in args.history:
-        one = rng.integers(0, args.titles, length)
-        table = best_us(lambda: model.recommend(one, 10, with_sequence=False), 1, 200)
-        inline = best_us(lambda: model.recommend(one, 10), 1, 50)
-        line = f"history {length:>3}: table alone {table:7.0f}   blend inline {inline:7.0f}"
-        for size in args.batch:
-            histories = [rng.integers(0, args.titles, length) for _ in range(size)]
-            line += f"   batch of {size}: {best_us(lambda: model.recommend_many(histories, 10), size, 3):6.0f}"
-        print(line, flush=True)
-    return 0
+        history = rng.integers(0, args.titles, length)
+        assert model.recommend(history, 10) == before.recommend(history, 10), "the two scorers disagree"
+        us = interleaved_us({"table": lambda: model.recommend(history, 10, with_sequence=False),
+                             "blend": lambda: model.recommend(history, 10),
+                             "before": lambda: before.recommend(history, 10)}, args.rounds, args.number, args.clock)
+        verdict = "met" if us["blend"] <= TARGET_US else "NOT met"
+        met &= us["blend"] <= TARGET_US
+        print(f"history {length:>3}: table alone {us['table']:6.0f}   blend {us['blend']:6.0f} ({verdict})   "
+              f"blend at {args.before} {us['before']:6.0f}   ({us['before'] / us['blend']:.1f}x)", flush=True)
+        if args.steps:
+            for label, calls in (("this tree", step_calls(model, history)),
+                                 (args.before, steps_before(before, history))):
+                steps = interleaved_us(calls, args.rounds, args.number, args.clock)
+                print(f"  steps, {label}:")
+                for name, value in steps.items():
+                    print(f"    {name:40} {value:6.1f}")
+                print(f"    {'sum of the steps':40} {sum(steps.values()):6.1f}", flush=True)
+    return 0 if met else 1
 
 
 if __name__ == "__main__":

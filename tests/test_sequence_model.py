@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from nextwatch.model import NextTitleModel, PositionWeights
-from nextwatch.model.next_title import standardised_rows
+from nextwatch.model.blend import top_codes
+from nextwatch.model.next_title import standardised, standardised_rows
 from nextwatch.model.sequence import SequenceModel
 from nextwatch.training.fit import SEQUENCE_WEIGHTS, FitParams, fit_next_title
 from nextwatch.training.sequence import SequenceOptions, _export, _network, train_sequence_model
@@ -34,10 +35,10 @@ def test_numpy_scorer_matches_the_torch_network():
         for parameter in network.parameters():
             parameter.add_(0.05 * torch.randn_like(parameter))
     model = _export(network, SMALL)
-    histories = [np.array([3]), np.array([3, 4, 5]), np.arange(13) % 30, np.array([29, 0, 29, 7])]
+    histories = [np.array([3]), np.array([3, 4, 5]), np.arange(13) % 30, np.array([29, 0, 29, 7]), np.arange(8)]
     for history in histories:
         assert np.allclose(model.scores(history), torch_scores(network, history, SMALL.max_length), atol=1e-5)
-    batch = model.batch_scores(histories)  # padded to the longest: the same rows
+    batch = model.batch_scores(histories)
     for row, history in zip(batch, histories):
         assert np.allclose(row, model.scores(history), atol=1e-5)
 
@@ -101,7 +102,9 @@ def test_the_blend_ranks_standardised_scores_of_unwatched_titles(table):
     t, s = table.table_scores(history), sequence.scores(history).astype(np.float64)
     expected = ((t - t[unwatched].mean()) / t[unwatched].std()
                 + 2.0 * (s - s[unwatched].mean()) / s[unwatched].std())
-    assert np.allclose(model.dense_scores(history), expected)
+    # The scorer returns the blend shifted and scaled per user (model/blend.py): the same once standardised.
+    over = np.isin(np.arange(12), unwatched)
+    assert np.allclose(standardised(model.dense_scores(history), over), standardised(expected, over))
     rows = np.stack([t, s, np.ones(12)])  # the block form training uses; a flat row is only centred
     masks = np.stack([np.isin(np.arange(12), unwatched)] * 2 + [np.zeros(12, dtype=bool)])
     z = standardised_rows(rows, masks)
@@ -217,3 +220,107 @@ def test_the_time_box_leaves_the_table_alone_when_it_is_spent(spark):
     given = FitParams(sequence_weight=2.0, sequence_epochs=3)
     model, _ = fit_next_title(spark, stride_events(spark, histories), 23, params=given, sequence=SMALL, deadline=spent)
     assert not model.has_sequence and model.params["sequence_weight"] == 0
+
+
+# -- the fast blended scorer (model/blend.py) against the blend written plainly ----------------
+
+def reference_ranking(model: NextTitleModel, history: list[int], k: int) -> list[int]:
+    """z_table + λ·z_sequence over the unwatched titles (all titles when none is; a spread of
+    1e-12 or less counts as 1), unwatched titles by blended score, equal scores by lower code."""
+    titles = model.title_count
+    watched = {c for c in history if 0 <= c < titles}
+    over = [t for t in range(titles) if t not in watched] or list(range(titles))
+
+    def z(scores):
+        scores = np.asarray(scores, dtype=np.float64)
+        mean = sum(scores[t] for t in over) / len(over)
+        spread = np.sqrt(sum((scores[t] - mean) ** 2 for t in over) / len(over))
+        return (scores - mean) / (spread if spread > 1e-12 else 1.0)
+
+    codes = np.array(history, dtype=np.int64)
+    blended = z(model.table_scores(codes)) + model.sequence_weight * z(model.sequence.scores(codes))
+    return sorted((t for t in range(titles) if t not in watched), key=lambda t: (-blended[t], t))[:k]
+
+
+def random_blend(rng) -> NextTitleModel:
+    """A table and a sequence model of random shapes and weights. Some titles have equal
+    popularity and an all-zero embedding, so that their blended scores tie exactly."""
+    titles = int(rng.integers(2, 90))
+    popularity = rng.random(titles).astype(np.float32)
+    tied = rng.random(titles) < 0.3
+    popularity[tied] = 0.5
+    neighbours = {source: [(int(t), float(rng.choice([0.0, rng.random()], p=[0.1, 0.9])))
+                           for t in rng.choice(titles, min(titles, int(rng.integers(1, 8))), replace=False)]
+                  for source in range(titles) if rng.random() < 0.7}
+    table = NextTitleModel.from_neighbour_lists(popularity, neighbours,
+                                                weights=PositionWeights(int(rng.integers(1, 6)), float(rng.uniform(0.2, 1))),
+                                                popularity_weight=float(rng.choice([1e-3, 0.1, 1.0])))
+    heads = int(rng.choice([1, 2]))
+    sequence = SequenceModel.random(titles, dim=8 * heads, blocks=int(rng.integers(1, 3)), heads=heads,
+                                    max_length=int(rng.choice([4, 8, 50])), seed=int(rng.integers(1000)))
+    arrays = dict(sequence.arrays)
+    arrays["items"] = np.where(tied[:, None], 0.0, arrays["items"])
+    for name in arrays:  # layer norms off their defaults, so that their folding counts
+        if name.endswith(("_w", "_b")):
+            arrays[name] = arrays[name] + rng.normal(0, 0.2, arrays[name].shape)
+    return with_sequence(table, SequenceModel(arrays, heads=heads), float(rng.uniform(0.1, 20)))
+
+
+def random_histories(rng, model: NextTitleModel):
+    titles, longest = model.title_count, model.sequence.max_length
+    everything_but_a_few = rng.permutation(titles)[: max(0, titles - int(rng.integers(1, 4)))]
+    return [[], [int(rng.integers(titles))], rng.integers(0, titles + 5, 6).tolist(),  # codes newer than the model
+            rng.integers(0, titles, longest + int(rng.integers(1, 30))).tolist(),  # longer than the network reads
+            everything_but_a_few.tolist(), rng.permutation(titles).tolist(), [titles + 1, titles + 2]]
+
+
+def test_the_fast_blend_ranks_as_the_plain_formula():
+    rng = np.random.default_rng(11)
+    for _ in range(60):
+        model = random_blend(rng)
+        for history in random_histories(rng, model):
+            for k in (1, 10, model.title_count + 3):  # more than there are left, too
+                expected = reference_ranking(model, history, k)
+                assert model.recommend(np.array(history, dtype=np.int64), k) == expected, (history, k)
+            dense = model.dense_scores(np.array(history, dtype=np.int64)).astype(np.float64)
+            dense[[c for c in history if c < model.title_count]] = -np.inf
+            by_dense = np.lexsort((np.arange(model.title_count), -dense))[: len(expected)].tolist()
+            assert by_dense == expected  # evaluation's scores rank as recommend does
+
+
+def test_the_blend_of_an_empty_history_is_the_table_and_ties_go_to_the_lower_code(table):
+    model = with_sequence(table, SequenceModel.random(12, seed=8), 3.0)
+    assert not model.sequence.scores(np.array([], dtype=np.int64)).any()
+    popularity_order = sorted(range(12), key=lambda c: (-table.popularity[c], c))
+    assert model.recommend(np.array([], dtype=np.int64), 5) == popularity_order[:5]
+    flat = with_sequence(NextTitleModel.from_neighbour_lists(np.ones(12, np.float32), {}), SequenceModel.random(12), 1.0)
+    assert flat.recommend(np.array([], dtype=np.int64), 4) == [0, 1, 2, 3]
+    learned = flat.sequence.scores(np.array([0, 2]))  # a flat table (no spread): the network alone ranks
+    assert flat.recommend(np.array([0, 2]), 3) == sorted(set(range(12)) - {0, 2}, key=lambda c: (-learned[c], c))[:3]
+
+
+def test_sequence_score_moments_equal_the_scores_own():
+    rng = np.random.default_rng(2)
+    model = SequenceModel.random(500, dim=16, seed=3)
+    for history in ([], [4, 9, 4], rng.integers(0, 500, 60).tolist()):
+        state = model.state(np.array(history, dtype=np.int64))
+        scores = (model.items @ state).astype(np.float64)
+        excluded = np.unique(np.array(history, dtype=np.int64))
+        kept = np.delete(scores, excluded)
+        centre = scores.mean()
+        total, squares = model.score_moments(state, excluded)
+        assert total == pytest.approx((kept - centre).sum(), abs=1e-6)
+        assert squares == pytest.approx(((kept - centre) ** 2).sum(), rel=1e-5, abs=1e-9)
+
+
+def test_top_codes_is_a_sort_by_score_then_code():
+    rng = np.random.default_rng(4)
+    for size in (1, 3, 50, 5000):
+        for _ in range(20):
+            scores = rng.choice([rng.normal(size=size), rng.integers(0, 4, size).astype(np.float64)])
+            scores[rng.random(size) < rng.choice([0.0, 0.5, 0.99])] = -np.inf  # watched titles
+            allowed = int(np.isfinite(scores).sum())
+            for k in {1, 10, allowed}:
+                k = min(k, allowed)
+                expected = sorted(range(size), key=lambda c: (-scores[c], c))[:k]
+                assert top_codes(scores, k) == expected

@@ -17,8 +17,9 @@ watched, each standardised per user (z = (s - mean) / std over those titles):
 
     blended(t) = z_table(t) + λ * z_sequence(t)
 
-``recommend(..., with_sequence=False)`` skips the network: the cheap table answer that the
-request path gives while the refiner (``refining/``) computes the blended one off that path.
+``blend.py`` ranks the blend without a pass over the catalog for its statistics, cheaply
+enough for every request; ``dense_scores`` and ``recommend`` both rank with it.
+``recommend(..., with_sequence=False)`` skips the network: the table's answer alone.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import json
 
 import numpy as np
 
+from .blend import BlendedScorer
 from .sequence import SequenceModel
 
 SEQUENCE_PREFIX = "sequence."  # payload arrays of the sequence model
@@ -83,6 +85,7 @@ class NextTitleModel:
             raise ValueError(f"the sequence model knows {sequence.title_count} titles, the table {self.title_count}")
         self.sequence = sequence if sequence is not None and sequence_weight > 0 else None
         self.sequence_weight = float(sequence_weight) if self.sequence is not None else 0.0
+        self._blend = BlendedScorer(self, self.sequence, self.sequence_weight) if self.sequence is not None else None
         # Most popular first; ties broken by the lower code so the fallback is deterministic.
         self.popular_order = np.lexsort((np.arange(len(self.popularity)), -self.popularity)).astype(np.int32)
 
@@ -91,24 +94,31 @@ class NextTitleModel:
         return len(self.popularity)
 
     # -- scoring ---------------------------------------------------------------------------------
-    def candidate_scores(self, history: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Sparse scores from the neighbour table: (codes, scores) for titles reachable from
-        the user's recent history, codes ascending. Codes unknown to this model (newer
-        titles) are skipped."""
+    def neighbour_terms(self, history: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every term of the table's sparse sum: (neighbour codes, weight * neighbour score as
+        float64), most recent history title first. Codes unknown to this model (newer titles)
+        are skipped."""
         recent = np.asarray(history, dtype=np.int64)[::-1][: self.weights.window]
         weights = self._weight_array[: len(recent)]
-        known = recent < self.title_count
+        known = (recent >= 0) & (recent < self.title_count)
         if not known.all():
             recent, weights = recent[known], weights[known]
         starts, ends = self.neighbour_offsets[recent], self.neighbour_offsets[recent + 1]
         lengths = ends - starts
         total = int(lengths.sum())
         if total == 0:
-            return np.empty(0, np.int32), np.empty(0, np.float32)
+            return np.empty(0, np.int32), np.empty(0, np.float64)
         # Positions of every recent title's neighbours in the flat arrays, without a Python loop.
         index = np.arange(total) + np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
-        codes = self.neighbour_codes[index]
-        scores = self.neighbour_scores[index].astype(np.float64) * np.repeat(weights, lengths)
+        return self.neighbour_codes[index], self.neighbour_scores[index].astype(np.float64) * np.repeat(weights, lengths)
+
+    def candidate_scores(self, history: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Sparse scores from the neighbour table: (codes, scores) for titles reachable from
+        the user's recent history, codes ascending. Codes unknown to this model (newer
+        titles) are skipped."""
+        codes, scores = self.neighbour_terms(history)
+        if len(codes) == 0:
+            return np.empty(0, np.int32), np.empty(0, np.float32)
         # Sum the scores of each code: sort by code, then add up each run of equal codes.
         order = np.argsort(codes, kind="stable")
         codes, scores = codes[order], scores[order]
@@ -131,12 +141,11 @@ class NextTitleModel:
         return scores
 
     def dense_scores(self, history: np.ndarray) -> np.ndarray:
-        """Scores for every title, as full-ranking evaluation needs: what ``recommend`` ranks."""
-        table = self.table_scores(history)
-        if self.sequence is None:
-            return table
-        return blend(table, self.sequence.scores(history), unwatched_mask(history, self.title_count),
-                     self.sequence_weight)
+        """Scores for every title, as full-ranking evaluation needs: what ``recommend`` ranks.
+        With a sequence model, the blend up to a per-user shift and positive scale (``blend.py``)."""
+        if self._blend is None:
+            return self.table_scores(history)
+        return self._blend.scores(history)
 
     def recommend(self, history: np.ndarray, k: int, with_sequence: bool = True) -> list[int]:
         """Top ``k`` title codes for a user, excluding titles in ``history``; popular titles
@@ -144,8 +153,8 @@ class NextTitleModel:
         of two equally strong neighbours first; exactly equal scores go to the lower code, as in
         evaluation. With a sequence model (and ``with_sequence``), the blended scores rank."""
         history = np.asarray(history, dtype=np.int64)
-        if with_sequence and self.sequence is not None:
-            return self._recommend_blended(history, k)
+        if with_sequence and self._blend is not None:
+            return self._blend.top(history, k)
         codes, scores = self.candidate_scores(history)
         if len(codes):
             unwatched = ~_contains(np.sort(history), codes)
@@ -159,28 +168,9 @@ class NextTitleModel:
         return chosen
 
     def recommend_many(self, histories, k: int) -> list[list[int]]:
-        """``recommend`` for several users, the network run once for all of them (a batch costs
-        a fraction of one call per user): what the refiner uses."""
-        if self.sequence is None:
-            return [self.recommend(h, k) for h in histories]
-        histories = [np.asarray(h, dtype=np.int64) for h in histories]
-        learned = self.sequence.batch_scores(histories)
-        return [self._top_blended(h, blend(self.table_scores(h), row, unwatched_mask(h, self.title_count),
-                                           self.sequence_weight), k) for h, row in zip(histories, learned)]
-
-    def _recommend_blended(self, history: np.ndarray, k: int) -> list[int]:
-        return self._top_blended(history, self.dense_scores(history), k)
-
-    def _top_blended(self, history: np.ndarray, scores: np.ndarray, k: int) -> list[int]:
-        known = history[(history >= 0) & (history < self.title_count)]
-        scores[known] = -np.inf
-        k = min(k, self.title_count - len(np.unique(known)))
-        if k <= 0:
-            return []
-        top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
-        # Equal scores at the cut: take every title tied with the k-th, then order by code.
-        top = np.flatnonzero(scores >= scores[top].min())
-        return top[np.lexsort((top, -scores[top]))][:k].astype(int).tolist()
+        """``recommend`` for each of several users (a batch saves nothing since one user's blend
+        is cheap)."""
+        return [self.recommend(h, k) for h in histories]
 
     def popular(self, k: int, exclude: np.ndarray | None = None) -> list[int]:
         """The ``k`` most popular titles not in ``exclude``."""
@@ -262,7 +252,8 @@ def unwatched_mask(history: np.ndarray, title_count: int) -> np.ndarray:
 
 
 def standardised(scores: np.ndarray, over: np.ndarray) -> np.ndarray:
-    """(scores - mean) / std, both taken over the titles where ``over`` is True."""
+    """(scores - mean) / std, both taken over the titles where ``over`` is True: the blend's
+    definition, written plainly (``blend.py`` ranks as it does without computing it)."""
     return standardised_rows(np.asarray(scores)[None], np.asarray(over)[None])[0]
 
 
@@ -278,11 +269,6 @@ def standardised_rows(scores: np.ndarray, over: np.ndarray) -> np.ndarray:
     centred = scores - mean
     spread = np.sqrt(np.where(over, centred * centred, 0.0).sum(axis=1, keepdims=True) / count)
     return centred / np.where(spread > 1e-12, spread, 1.0)
-
-
-def blend(table: np.ndarray, sequence: np.ndarray, unwatched: np.ndarray, weight: float) -> np.ndarray:
-    """z_table + weight * z_sequence, standardised over the ``unwatched`` titles."""
-    return standardised(table, unwatched) + weight * standardised(sequence, unwatched)
 
 
 def _contains(sorted_values: np.ndarray, candidates: np.ndarray) -> np.ndarray:

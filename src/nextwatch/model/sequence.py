@@ -9,19 +9,18 @@ score with this module alone, so neither needs PyTorch. The network:
                      x = x + W2 GELU(W1 LN(x) + b1) + b2
     out  = LN(x_last);   score(t) = out . E[t]    (the input embeddings, shared)
 
-Positions count back from the most recent title, so a history scores the same whatever it is
-padded to: a batch pads on the left, and the padding is masked out of every attention.
+Positions count back from the most recent title, so a history scores the same whatever its
+length. One history is scored at a time (``attention.py`` holds the arithmetic, rearranged to
+do little work per request); a batch is its rows.
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-LAYER_NORM_EPSILON = 1e-5
-BLOCK_ARRAYS = ("ln1_w", "ln1_b", "wq", "bq", "wk", "bk", "wv", "bv", "wo", "bo",
-                "ln2_w", "ln2_b", "w1", "b1", "w2", "b2")
+from .attention import BLOCK_ARRAYS, FoldedBlock, last_state, mean_weights
+
+__all__ = ["BLOCK_ARRAYS", "SequenceModel"]
 
 
 class SequenceModel:
@@ -41,7 +40,15 @@ class SequenceModel:
         self.heads = int(heads)
         if self.dim % self.heads:
             raise ValueError(f"{self.heads} heads do not divide the model width {self.dim}")
-        self._input_scale = np.float32(math.sqrt(self.dim))
+        # Derived here, never stored: the published payload stays the arrays above.
+        self._folded = [FoldedBlock.from_arrays(block, self.heads, self.max_length) for block in self.blocks]
+        self._input_scale = np.float32(np.sqrt(self.dim))
+        self._means = mean_weights(self.dim)
+        self._causal = np.triu(np.full((self.max_length, self.max_length), -np.inf, dtype=np.float32), 1)
+        items = self.items.astype(np.float64)
+        self._item_mean = items.mean(axis=0)  # the mean of all titles' scores is out . item_mean
+        items -= self._item_mean
+        self._item_scatter = items.T @ items  # their squared deviations from it add up to out' C out
 
     @property
     def title_count(self) -> int:
@@ -56,72 +63,50 @@ class SequenceModel:
         return len(self.positions)
 
     # -- scoring ---------------------------------------------------------------------------------
+    def state(self, history: np.ndarray) -> np.ndarray:
+        """(d,) float32: the network's output at the most recent title of ``history`` (codes,
+        oldest first; its last ``max_length`` known titles). An empty history, or one of titles
+        all unknown to the model, gives zeros (every title scores 0)."""
+        history = np.asarray(history, dtype=np.int64)
+        return self.state_of_known(history[(history >= 0) & (history < self.title_count)])
+
+    def state_of_known(self, history: np.ndarray) -> np.ndarray:
+        """``state`` of a history of codes all inside the catalog (int64)."""
+        recent = history[-self.max_length:]
+        n = len(recent)
+        if n == 0:
+            return np.zeros(self.dim, dtype=np.float32)
+        x = self.items[recent] * self._input_scale
+        x += self.positions[n - 1::-1] if n < self.max_length else self.positions[::-1]
+        return last_state(x, self._folded, self._causal[:n, :n], self.arrays["out_w"], self.arrays["out_b"],
+                          self._means)
+
     def scores(self, history: np.ndarray) -> np.ndarray:
         """float32 scores of every title as the next after ``history`` (codes, oldest first)."""
-        return self.batch_scores([history])[0]
+        return self.items @ self.state(history)
+
+    def last_states(self, histories) -> np.ndarray:
+        """(users, d): ``state`` of each history."""
+        states = np.zeros((len(histories), self.dim), dtype=np.float32)
+        for row, history in enumerate(histories):
+            states[row] = self.state(history)
+        return states
 
     def batch_scores(self, histories) -> np.ndarray:
         """(users, titles) scores, one row per history."""
         return self.last_states(histories) @ self.items.T
 
-    def last_states(self, histories) -> np.ndarray:
-        """(users, d): the network's output at each history's most recent title. An empty
-        history, or one of titles all unknown to the model, gives zeros (every title scores 0)."""
-        length = self.max_length
-        recent = [self._known(h)[-length:] for h in histories]
-        width = max((len(h) for h in recent), default=0)
-        states = np.zeros((len(recent), self.dim), dtype=np.float32)
-        if width == 0:
-            return states
-        codes = np.zeros((len(recent), width), dtype=np.int64)
-        present = np.zeros((len(recent), width), dtype=bool)
-        for row, history in enumerate(recent):
-            if len(history):
-                codes[row, width - len(history):] = history
-                present[row, width - len(history):] = True
-        x = self.items[codes] * self._input_scale + self.positions[np.arange(width)[::-1]][None]
-        x *= present[..., None]
-        # A title attends to itself and to the titles before it that are not padding.
-        allowed = np.tril(np.ones((width, width), dtype=bool))[None] & present[:, None, :]
-        allowed |= np.eye(width, dtype=bool)[None]
-        for index, block in enumerate(self.blocks):
-            last_only = index == len(self.blocks) - 1  # the last block: only the last title's output is used
-            x = self._block(x, block, allowed, present, last_only)
-        out = _layer_norm(x[:, -1], self.arrays["out_w"], self.arrays["out_b"])
-        has_any = present.any(axis=1)
-        out[~has_any] = 0.0
-        return out
-
-    def _known(self, history) -> np.ndarray:
-        history = np.asarray(history, dtype=np.int64)
-        return history[(history >= 0) & (history < self.title_count)]
-
-    def _block(self, x, w, allowed, present, last_only: bool) -> np.ndarray:
-        h = _layer_norm(x, w["ln1_w"], w["ln1_b"])
-        queries_from = h[:, -1:] if last_only else h
-        q = queries_from @ w["wq"] + w["bq"]
-        k = h @ w["wk"] + w["bk"]
-        v = h @ w["wv"] + w["bv"]
-        mask = allowed[:, -1:] if last_only else allowed
-        attended = self._attention(q, k, v, mask)
-        residual = x[:, -1:] if last_only else x
-        y = residual + attended @ w["wo"] + w["bo"]
-        hidden = _gelu(_layer_norm(y, w["ln2_w"], w["ln2_b"]) @ w["w1"] + w["b1"])
-        y = y + hidden @ w["w2"] + w["b2"]
-        return y * (present[:, -1:] if last_only else present)[..., None]
-
-    def _attention(self, q, k, v, mask) -> np.ndarray:
-        users, queries, dim = q.shape
-        heads, head_dim = self.heads, dim // self.heads
-        q = q.reshape(users, queries, heads, head_dim).transpose(0, 2, 1, 3)
-        k = k.reshape(users, -1, heads, head_dim).transpose(0, 2, 1, 3)
-        v = v.reshape(users, -1, heads, head_dim).transpose(0, 2, 1, 3)
-        logits = (q @ k.transpose(0, 1, 3, 2)) / np.float32(math.sqrt(head_dim))
-        logits = np.where(mask[:, None], logits, np.float32(-1e30))
-        logits -= logits.max(axis=-1, keepdims=True)
-        weights = np.exp(logits)
-        weights /= weights.sum(axis=-1, keepdims=True)
-        return (weights @ v).transpose(0, 2, 1, 3).reshape(users, queries, dim)
+    def score_moments(self, state: np.ndarray, excluded: np.ndarray) -> tuple[float, float]:
+        """Sum and sum of squares, about the mean score of all titles, of the scores
+        ``items @ state`` of every title but the ``excluded`` codes (distinct, known), without
+        scoring the catalog: from the items' mean and scatter matrix, less the excluded titles'
+        own scores (float64)."""
+        state = state.astype(np.float64)
+        total, squares = 0.0, float(state @ self._item_scatter @ state)
+        if len(excluded):
+            own = self.items[excluded].astype(np.float64) @ state - float(state @ self._item_mean)
+            total, squares = -float(own.sum()), squares - float(own @ own)
+        return total, max(squares, 0.0)
 
     # -- serialisation (the model store writes these bytes) -----------------------------------------
     def to_payload(self) -> tuple[dict[str, bytes], dict[str, str]]:
@@ -150,15 +135,3 @@ class SequenceModel:
                 value = np.ones(dim) if name.endswith("_w") else rng.normal(0, 0.2, shape)
                 arrays[f"block{index}.{name}"] = value
         return cls(arrays, heads=heads)
-
-
-def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    mean = x.mean(axis=-1, keepdims=True)
-    centred = x - mean
-    variance = (centred * centred).mean(axis=-1, keepdims=True)
-    return centred / np.sqrt(variance + np.float32(LAYER_NORM_EPSILON)) * weight + bias
-
-
-def _gelu(x: np.ndarray) -> np.ndarray:
-    """GELU in its tanh form, as torch.nn.GELU(approximate="tanh") computes it in training."""
-    return 0.5 * x * (1.0 + np.tanh(np.float32(math.sqrt(2.0 / math.pi)) * (x + np.float32(0.044715) * x * x * x)))

@@ -1,0 +1,135 @@
+"""The table blended with the sequence model, ranked cheaply enough for every request.
+
+The blend is z_table + λ·z_sequence, each standardised over the titles the user has not
+watched (``next_title.standardised`` writes it plainly). A ranking does not change when a
+user's scores are all shifted or all scaled by the same positive amount, so with T the table's
+scores, S the sequence model's, and m, σ their means and spreads over the unwatched titles:
+
+    z_T + λ·z_S = (T + c·S - m_T - c·m_S) / σ_T,   c = λ·σ_T / σ_S
+
+ranks every title as ``T + c·S`` does, and that is what ``BlendedScorer.scores`` returns. Only
+the two spreads are needed, and neither needs a pass over the catalog:
+
+- T is the popularity term everywhere (precomputed with its moments) except at the titles the
+  history reaches through the table, a few hundred: the moments are corrected there and at the
+  watched titles;
+- S = items · out, so its moments over all titles come from the items' mean and covariance
+  (d x d, precomputed) and the network's output alone, less the watched titles' own scores.
+
+Moments are taken about a reference point (the catalog's mean) so that no variance is a small
+difference of large sums. A spread of 1e-12 or less counts as 1, as in ``standardised``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .sequence import SequenceModel
+
+FLAT = 1e-12  # a spread at most this is no spread: the scores are only centred
+SAMPLE_PER_RESULT = 32  # titles sampled per wanted result to bound the k-th best score from below
+
+
+class BlendedScorer:
+    """Scores of ``table`` (a ``NextTitleModel``) blended with ``sequence`` at ``weight``."""
+
+    def __init__(self, table, sequence: SequenceModel, weight: float):
+        self.table, self.sequence, self.weight = table, sequence, float(weight)
+        self.title_count = table.title_count
+        # The table's score of a title no neighbour reaches, as ``table_scores`` computes it
+        # (float32), and the same less the mean over the catalog (the centre of its moments).
+        self.popular_part = table.popularity_weight * table.popularity
+        popular_part = self.popular_part.astype(np.float64)
+        self.table_centre = float(popular_part.mean())
+        self.popular_centred = popular_part - self.table_centre
+        self.table_sum = float(self.popular_centred.sum())
+        self.table_squares = float(self.popular_centred @ self.popular_centred)
+
+    def scores(self, history: np.ndarray) -> np.ndarray:
+        """float64 scores of every title, ranked as the blend ranks them (module docstring)."""
+        history = np.asarray(history, dtype=np.int64)
+        known = history[(history >= 0) & (history < self.title_count)]
+        return self._scores(history, known, distinct(known))
+
+    def top(self, history: np.ndarray, k: int) -> list[int]:
+        """The ``k`` best titles outside ``history`` by ``scores``; equal scores to the lower code."""
+        history = np.asarray(history, dtype=np.int64)
+        known = history[(history >= 0) & (history < self.title_count)]
+        watched = distinct(known)
+        k = min(k, self.title_count - len(watched))
+        if k <= 0:
+            return []
+        scores = self._scores(history, known, watched)
+        scores[watched] = -np.inf
+        return top_codes(scores, k)
+
+    def _scores(self, history: np.ndarray, known: np.ndarray, watched: np.ndarray) -> np.ndarray:
+        """``scores``; ``known``: the codes of ``history`` inside the catalog, ``watched``: the
+        distinct ones. Table scores are taken less the table's centre: a shift, no change."""
+        unwatched = self.title_count - len(watched) or self.title_count  # none: over all titles
+        if unwatched == self.title_count:
+            watched = watched[:0]
+        reached, at_reached, at_watched = self._table_sparse(history, watched)
+        base = self.popular_centred[reached]
+        total = self.table_sum + float(at_reached.sum() - base.sum() - at_watched.sum())
+        squares = self.table_squares + float(at_reached @ at_reached - base @ base - at_watched @ at_watched)
+        table_spread = _spread(total, squares, unwatched)
+
+        state = self.sequence.state_of_known(known)
+        sequence_spread = _spread(*self.sequence.score_moments(state, watched), unwatched)
+
+        # c·S in one product over the catalog: c scales the network's output, not every score.
+        learned = self.sequence.items @ (state * np.float32(self.weight * table_spread / sequence_spread))
+        blended = learned + self.popular_centred
+        blended[reached] = learned[reached] + at_reached
+        return blended
+
+    def _table_sparse(self, history: np.ndarray, watched: np.ndarray):
+        """The titles the table reaches from the history (elsewhere its score is the popularity
+        term), and the table's scores there and at the ``watched`` titles, each rounded to
+        float32 as ``table_scores`` computes it, then less the centre (float64)."""
+        codes, terms = self.table.neighbour_terms(history)  # newer titles keep their place in the window
+        summed = np.bincount(codes, weights=terms, minlength=self.title_count)
+        reached = distinct(codes)  # a few hundred: cheaper than a scan of the catalog for non-zeros
+        both = np.concatenate((reached, watched))
+        at = np.subtract((summed[both] + self.popular_part[both]).astype(np.float32), self.table_centre,
+                         dtype=np.float64)
+        return reached, at[: len(reached)], at[len(reached):]
+
+
+def top_codes(scores: np.ndarray, k: int) -> list[int]:
+    """The codes of the ``k`` highest ``scores``, best first, equal scores to the lower code.
+
+    The k-th best of a strided sample is at most the k-th best of all, so only the titles
+    scoring at least that need sorting: one pass over the catalog, no full partition."""
+    if k <= 0:
+        return []
+    stride = max(1, len(scores) // (SAMPLE_PER_RESULT * k))
+    sample = scores[::stride]
+    floor = np.partition(sample, len(sample) - k)[len(sample) - k] if len(sample) > k else -np.inf
+    candidates = np.flatnonzero(scores >= floor)
+    values = scores[candidates]
+    if len(candidates) > 4 * k:  # a weak floor (many titles watched, or tied): cut to the k-th exactly
+        kth = np.partition(values, len(values) - k)[len(values) - k]
+        keep = values >= kth
+        candidates, values = candidates[keep], values[keep]
+    return candidates[np.lexsort((candidates, -values))[:k]].tolist()
+
+
+def distinct(codes: np.ndarray) -> np.ndarray:
+    """The distinct values of a short array, ascending (``np.unique`` costs more on these)."""
+    ordered = np.sort(codes)
+    if len(ordered) < 2:
+        return ordered
+    first = np.empty(len(ordered), dtype=bool)
+    first[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    return ordered[first]
+
+
+def _spread(total: float, squares: float, count: int) -> float:
+    """Standard deviation from the sum and sum of squares of ``count`` values (about any point);
+    1.0 when there is no spread."""
+    mean = total / count
+    spread = float(np.sqrt(max(squares / count - mean * mean, 0.0)))
+    return spread if spread > FLAT else 1.0
