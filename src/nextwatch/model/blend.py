@@ -49,6 +49,13 @@ class BlendedScorer:
         """float64 scores of every title, ranked as the blend ranks them (module docstring)."""
         history = np.asarray(history, dtype=np.int64)
         known = history[(history >= 0) & (history < self.title_count)]
+        return self._scores(history, known, distinct(known))[0]
+
+    def scores_and_spread(self, history: np.ndarray) -> tuple[np.ndarray, float]:
+        """``scores``, and the spread that turns a difference of them into standard deviations
+        of the blend (z units): boosts (``adjustments.py``) are added in those units."""
+        history = np.asarray(history, dtype=np.int64)
+        known = history[(history >= 0) & (history < self.title_count)]
         return self._scores(history, known, distinct(known))
 
     def top(self, history: np.ndarray, k: int) -> list[int]:
@@ -59,13 +66,14 @@ class BlendedScorer:
         k = min(k, self.title_count - len(watched))
         if k <= 0:
             return []
-        scores = self._scores(history, known, watched)
+        scores = self._scores(history, known, watched)[0]
         scores[watched] = -np.inf
         return top_codes(scores, k)
 
-    def _scores(self, history: np.ndarray, known: np.ndarray, watched: np.ndarray) -> np.ndarray:
-        """``scores``; ``known``: the codes of ``history`` inside the catalog, ``watched``: the
-        distinct ones. Table scores are taken less the table's centre: a shift, no change."""
+    def _scores(self, history: np.ndarray, known: np.ndarray, watched: np.ndarray) -> tuple[np.ndarray, float]:
+        """``scores`` and the table's spread; ``known``: the codes of ``history`` inside the
+        catalog, ``watched``: the distinct ones. Table scores are taken less the table's centre:
+        a shift, no change."""
         unwatched = self.title_count - len(watched) or self.title_count  # none: over all titles
         if unwatched == self.title_count:
             watched = watched[:0]
@@ -82,7 +90,7 @@ class BlendedScorer:
         learned = self.sequence.items @ (state * np.float32(self.weight * table_spread / sequence_spread))
         blended = learned + self.popular_centred
         blended[reached] = learned[reached] + at_reached
-        return blended
+        return blended, table_spread
 
     def _table_sparse(self, history: np.ndarray, watched: np.ndarray):
         """The titles the table reaches from the history (elsewhere its score is the popularity

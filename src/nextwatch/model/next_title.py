@@ -29,7 +29,8 @@ import json
 
 import numpy as np
 
-from .blend import BlendedScorer
+from .adjustments import Adjustments, ranked
+from .blend import BlendedScorer, distinct
 from .sequence import SequenceModel
 
 SEQUENCE_PREFIX = "sequence."  # payload arrays of the sequence model
@@ -140,19 +141,40 @@ class NextTitleModel:
         scores[codes] = candidate
         return scores
 
-    def dense_scores(self, history: np.ndarray) -> np.ndarray:
+    def dense_scores(self, history: np.ndarray, adjustments: Adjustments | None = None) -> np.ndarray:
         """Scores for every title, as full-ranking evaluation needs: what ``recommend`` ranks.
-        With a sequence model, the blend up to a per-user shift and positive scale (``blend.py``)."""
-        if self._blend is None:
-            return self.table_scores(history)
-        return self._blend.scores(history)
+        With a sequence model, the blend up to a per-user shift and positive scale (``blend.py``).
+        ``adjustments``: a deployment's rules, as serving applies them (``adjustments.py``)."""
+        if adjustments is None or adjustments.empty:
+            return self.table_scores(history) if self._blend is None else self._blend.scores(history)
+        scores, spread = self.scores_and_spread(history)
+        return adjustments.scores(scores, spread)
 
-    def recommend(self, history: np.ndarray, k: int, with_sequence: bool = True) -> list[int]:
+    def scores_and_spread(self, history: np.ndarray, with_sequence: bool = True) -> tuple[np.ndarray, float]:
+        """Scores for every title and the spread of this user's scores over the titles not yet
+        watched (the unit of a boost)."""
+        if with_sequence and self._blend is not None:
+            return self._blend.scores_and_spread(history)
+        scores = self.table_scores(history)
+        history = np.asarray(history, dtype=np.int64)
+        watched = distinct(history[(history >= 0) & (history < self.title_count)])
+        unwatched = np.ones(self.title_count, dtype=bool)
+        unwatched[watched] = False
+        spread = float(scores[unwatched].std()) if unwatched.any() else 0.0
+        return scores.astype(np.float64), spread if spread > 1e-12 else 1.0
+
+    def recommend(self, history: np.ndarray, k: int, with_sequence: bool = True,
+                  adjustments: Adjustments | None = None) -> list[int]:
         """Top ``k`` title codes for a user, excluding titles in ``history``; popular titles
         fill what the neighbours leave. The popularity term in every score puts the more popular
         of two equally strong neighbours first; exactly equal scores go to the lower code, as in
-        evaluation. With a sequence model (and ``with_sequence``), the blended scores rank."""
+        evaluation. With a sequence model (and ``with_sequence``), the blended scores rank.
+        ``adjustments`` (rules, filters, demotions): every title scored, adjusted, then ranked;
+        fewer than ``k`` only when fewer titles are allowed."""
         history = np.asarray(history, dtype=np.int64)
+        if adjustments is not None and not adjustments.empty:
+            scores, spread = self.scores_and_spread(history, with_sequence)
+            return ranked(adjustments.scores(scores, spread), history, k)
         if with_sequence and self._blend is not None:
             return self._blend.top(history, k)
         codes, scores = self.candidate_scores(history)
