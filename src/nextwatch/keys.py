@@ -132,6 +132,12 @@ class Keys:
         return f"{self.prefix}:layout"
 
     @property
+    def rules(self) -> str:
+        """String: the deployment's rules as JSON {version, blocklist, boosts, continue_watching}
+        (service/rules.py); the version is part of every cached prediction's stamp."""
+        return f"{self.prefix}:rules"
+
+    @property
     def experiments(self) -> str:
         """Hash experiment name -> JSON {arms: [{name, target, share}], started_at, stopped_at ...}."""
         return f"{self.prefix}:experiments"

@@ -22,6 +22,15 @@ fallbacks_used = Counter("fallbacks_used", "Answers from the fallback chain", ["
 watch_events = Counter("watch_events", "Watch events recorded (duplicates of an event id excluded)")
 prediction_hits = Counter("prediction_hits", "Watches of a title that the user's cached top-k had predicted")
 duplicate_events = Counter("duplicate_events", "Watch events answered from a remembered event id")
+new_title_recommendations = Counter("new_title_recommendations",
+                                    "Answers that recommend a title out for at most a day")
+experiment_watches = Counter("experiment_watches", "Watches of users in an experiment, by arm",
+                             ["experiment", "arm"])
+experiment_prediction_hits = Counter("experiment_prediction_hits",
+                                     "Watches of a title the user's cached top-k had predicted, by experiment arm",
+                                     ["experiment", "arm"])
+experiment_impressions = Counter("experiment_impressions", "Titles shown to users in an experiment, by arm",
+                                 ["experiment", "arm"])
 impressions_shown = Counter("impressions_shown", "Titles shown to users (POST /impressions), one per title")
 impression_hits = Counter("impression_hits", "Watches of a title shown to the user within NEXTWATCH_IMPRESSION_WINDOW")
 degraded_responses = Counter("degraded_responses", "Answers served without Redis, from the in-process model")

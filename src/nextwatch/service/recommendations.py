@@ -1,13 +1,16 @@
-"""record_watch() and recommend(): the serving logic between the API and the store.
+"""record_watch(), recommend() and record_impressions(): the serving logic between the API and
+the store.
 
 Per request the store is asked at most twice: one round trip to read (or, for a watch, to
-record) and one to cache the new prediction. The model, its version and the title-code table
-live in the process (``serving_model.py``, ``titles.py``).
+record) and one to cache the new prediction. The model, its version, the catalog, the rules and
+the experiments live in the process (``serving_model.py``, ``titles.py``, ``rules.py``,
+``experiments.py``); ``ranking.py`` turns a history into titles.
 
-A watch is answered with the current model's best prediction, the sequence model's blend
-included when the model has one, and exactly that prediction is cached: the next GET answers it
-until the next watch or model version. The API has validated every id and ``k`` before they
-reach this module.
+A watch is answered with the current model's best prediction (the sequence model's blend
+included), and that ranking is cached: the next GET answers the same titles until the next
+watch, model version or rules change. A request's filters and the user's demoted titles are
+taken out of the cached ranking; the model ranks again only when too few titles remain. The API
+has validated every id, ``k`` and filter before they reach this module.
 """
 
 from __future__ import annotations
@@ -23,10 +26,15 @@ from ..settings import Settings
 from ..store import Store
 from ..store.users import RecordedWatch, RepeatedEvent
 from .experiments import Experiments
+from .ranking import CONFIG_CURRENT, Ranker, Ranking, Variant
+from .rules import RuleBook, Rules
 from .serving_model import ServingModel
+from .title_facets import Filters
 from .titles import CatalogCodes
 
 log = logging.getLogger("nextwatch.service")
+NO_FILTERS = Filters()
+NEW_TITLE_DAYS = 1.0  # "new" in the count of recommended new titles: out for at most a day
 
 
 class RecommendationService:
@@ -35,42 +43,55 @@ class RecommendationService:
         self.store = store
         self.serving = ServingModel(store, settings.model_refresh_seconds)
         self.titles = CatalogCodes(store)
+        self.rules = RuleBook(store)
         self.experiments = Experiments(store)
+        self.ranker = Ranker(self.titles)
         # A request stores its answer within a Redis timeout or two of recording the event; a
         # pending marker older than this belongs to a request that failed.
         self._orphaned_after = max(3.0, 2 * settings.redis_timeout_seconds)
 
     # -- writes ------------------------------------------------------------------------------
-    def record_watch(self, user_id: str, content_id: str, event_id: str | None = None,
-                     k: int | None = None) -> dict:
+    def record_watch(self, user_id: str, content_id: str, event_id: str | None = None, k: int | None = None,
+                     filters: Filters = NO_FILTERS, explain: bool = False) -> dict:
         code = self.titles.code_for(content_id)
-        version = self.serving.version()
-        recorded = self.store.users.record_watch(user_id, content_id, code, time.time(), event_id, version)
+        self.titles.keep_fresh()
+        variant, rules = self._variant(user_id)
+        recorded = self.store.users.record_watch(user_id, content_id, code, time.time(), event_id, variant.version)
         if isinstance(recorded, RepeatedEvent):
             return self._repeated_event(user_id, event_id, recorded, k)
         metrics.watch_events.inc()
-        self._count_prediction_hit(recorded, code)
+        hit = self._count_prediction_hit(recorded, code)
         if recorded.shown_lately:
             metrics.impression_hits.inc()
-        codes, source = self._predict(recorded.history, version, max(self.settings.cache_top_k, k or 0))
-        answer = self._watch_answer(user_id, content_id, version, codes, source, k)
+        model = self.serving.model_for(variant.version)
+        ranking = self.ranker.rank(model, variant, rules, recorded.history, max(self.settings.cache_top_k, k or 0))
+        self._count_source(ranking.source)
+        shown, answered = self._for_request(model, variant, rules, recorded.history, ranking, k or 1, filters, None)
+        answer = self._watch_answer(user_id, content_id, variant, shown, answered.source, k)
+        if explain:
+            answer["explanations"] = self.ranker.explain(model, recorded.history, answered, shown[: k or 1])
         stored_answer = (event_id, answer) if event_id else None
-        self._cache(user_id, version, recorded.history, codes, stored_answer, after_watch=True)
+        counts = self._experiment_counts(user_id, variant, watches=1, hits=int(hit))
+        self._cache(user_id, variant, recorded.history, self._cacheable(ranking), stored_answer, after_watch=True,
+                    extra=counts)
         return answer
 
-    def _count_prediction_hit(self, recorded: RecordedWatch, code: int) -> None:
+    def _count_prediction_hit(self, recorded: RecordedWatch, code: int) -> bool:
         previous = recorded.previous
-        if previous is not None and code in previous.codes[: self.settings.cache_top_k]:
+        hit = previous is not None and code in previous.codes[: self.settings.cache_top_k]
+        if hit:
             metrics.prediction_hits.inc()
+        return hit
 
-    def _watch_answer(self, user_id, content_id, version, codes, source, k) -> dict:
-        answer = {"user_id": user_id, "watched": content_id, "predicted_next": None, "model_version": version,
+    def _watch_answer(self, user_id, content_id, variant: Variant, codes, source, k) -> dict:
+        answer = {"user_id": user_id, "watched": content_id, "predicted_next": None, "model_version": variant.version,
                   "source": source}
         if codes:
             ids = self.titles.ids_for(codes[: max(k or 1, 1)])
             answer["predicted_next"] = ids[0]
             if k:
                 answer["recommendations"] = ids[:k]
+        self._label(answer, variant)
         return answer
 
     def _repeated_event(self, user_id: str, event_id: str, repeated: RepeatedEvent, k: int | None) -> dict:
@@ -87,10 +108,12 @@ class RecommendationService:
             raise EventInFlight("this event_id is being recorded by another request; retry",
                                 headers={"Retry-After": "1"})
         metrics.duplicate_events.inc()
-        codes, source = self._predict(pending.history, pending.model_version,
-                                      max(self.settings.cache_top_k, k or 0))
+        variant, rules = self._variant(user_id)
+        variant = Variant(pending.model_version, variant.config, variant.rules_version, variant.experiment, variant.arm)
+        model = self.serving.model_for(pending.model_version)
+        ranking = self.ranker.rank(model, variant, rules, pending.history, max(self.settings.cache_top_k, k or 0))
         watched = self.titles.ids_for(pending.history[-1:])[0]
-        answer = self._watch_answer(user_id, watched, pending.model_version, codes, source, k)
+        answer = self._watch_answer(user_id, watched, variant, ranking.codes, ranking.source, k)
         try:
             self.store.users.save_answer(user_id, event_id, answer)
         except StoreUnavailable:
@@ -105,67 +128,150 @@ class RecommendationService:
         recorded = self.store.users.record_impressions(user_id, content_ids, codes, time.time(), event_id)
         if not recorded.duplicate:
             metrics.impressions_shown.inc(len(content_ids))
+            variant, _rules = self._variant(user_id)
+            if variant.arm is not None:
+                metrics.experiment_impressions.labels(variant.experiment, variant.arm).inc(len(content_ids))
+                self._send_counts(user_id, self._experiment_counts(user_id, variant, impressions=len(content_ids)))
         return recorded.answer
 
     # -- reads -------------------------------------------------------------------------------
-    def recommend(self, user_id: str, k: int | None = None) -> dict:
+    def recommend(self, user_id: str, k: int | None = None, filters: Filters = NO_FILTERS,
+                  explain: bool = False) -> dict:
         try:
             state = self.store.users.read(user_id)
-            version = self.serving.version()
+            self.titles.keep_fresh()
+            variant, rules = self._variant(user_id)
         except StoreUnavailable:
             return self._degraded_answer(user_id, k)
         wanted = k or 1
+        demoted = state.demoted(time.time()) if len(state.impressions) else None
         cached = state.cached
-        if cached is not None and len(cached.codes) >= wanted and cached.is_valid_for(version, state.history):
-            metrics.cache_hits.inc()
-            ids = self.titles.ids_for(cached.codes[:wanted])
-            return self._answer(user_id, ids, k, version, cache_hit=True, source="cache")
+        if cached is not None and cached.is_valid_for(variant.stamp_key, state.history):
+            kept = self.ranker.keeps(cached.codes, rules, filters, demoted)
+            if len(kept) >= wanted:
+                metrics.cache_hits.inc()
+                answer = self._answer(user_id, self.titles.ids_for(kept[:wanted]), k, variant, cache_hit=True,
+                                      source="cache")
+                if explain:
+                    model = self.serving.model_for(variant.version)
+                    ranking = self.ranker.rank(model, variant, rules, state.history, len(cached.codes))
+                    answer["explanations"] = self.ranker.explain(model, state.history, ranking, kept[:wanted])
+                return answer
+            valid = True  # too few left once filtered: ranked again with the filters, not cached
+        else:
+            valid = False
         metrics.cache_misses.inc()
-        codes, source = self._predict(state.history, version, max(self.settings.cache_top_k, wanted))
-        if len(state.history) and codes:
-            self._cache(user_id, version, state.history, codes)
-        return self._answer(user_id, self.titles.ids_for(codes[:wanted]), k, version,
-                            cache_hit=False, source=source)
+        model = self.serving.model_for(variant.version)
+        depth = max(self.settings.cache_top_k, wanted)
+        if valid:
+            ranking = self.ranker.rank(model, variant, rules, state.history, depth, filters, demoted)
+            shown = ranking.codes
+        else:
+            ranking = self.ranker.rank(model, variant, rules, state.history, depth)
+            if len(state.history) and ranking.codes:
+                self._cache(user_id, variant, state.history, self._cacheable(ranking))
+            shown, ranking = self._for_request(model, variant, rules, state.history, ranking, wanted, filters, demoted)
+        self._count_source(ranking.source)
+        answer = self._answer(user_id, self.titles.ids_for(shown[:wanted]), k, variant, cache_hit=False,
+                              source=ranking.source)
+        if explain:
+            answer["explanations"] = self.ranker.explain(model, state.history, ranking, shown[:wanted])
+        return answer
 
-    def _cache(self, user_id, version, history, codes, stored_answer=None, after_watch=False) -> None:
+    # -- the steps -----------------------------------------------------------------------------
+    def _variant(self, user_id: str) -> tuple[Variant, Rules]:
+        """What serves this user (the running experiment's arm, else the current model) and the
+        rules in force."""
+        rules = self.rules.current()
+        version = self.serving.version()
+        experiment = self.experiments.running()
+        if experiment is None:
+            return Variant(version, CONFIG_CURRENT, rules.version), rules
+        arm = experiment.arm_for(user_id)
+        if arm.version is not None:
+            return Variant(arm.version, CONFIG_CURRENT, rules.version, experiment.name, arm.name), rules
+        return Variant(version, arm.target, rules.version, experiment.name, arm.name), rules
+
+    def _for_request(self, model, variant, rules, history, ranking: Ranking, wanted: int, filters: Filters,
+                     demoted) -> tuple[list[int], Ranking]:
+        """The ranking's titles the request may see; ranked again with the filters inside when
+        too few are left."""
+        if not filters.any and (demoted is None or len(demoted) == 0):
+            return ranking.codes, ranking
+        kept = self.ranker.keeps(ranking.codes, rules, filters, demoted)
+        if len(kept) >= wanted:
+            return kept, ranking
+        again = self.ranker.rank(model, variant, rules, history, max(self.settings.cache_top_k, wanted), filters, demoted)
+        return again.codes, again
+
+    def _cacheable(self, ranking: Ranking) -> list[int]:
+        return ranking.codes[: self.settings.cache_top_k]
+
+    def _cache(self, user_id, variant: Variant, history, codes, stored_answer=None, after_watch=False,
+               extra=()) -> None:
         """Cache a prediction. A Redis at maxmemory refuses it, or one that just went away
         fails it: the answer is still right, only uncached. After a recorded watch, answering
         503 would make the client send the watch again (recorded twice without an event id);
         after a read, the reader would get a 503 for an answer it already has."""
         try:
-            self.store.users.save_prediction(user_id, version, history, codes, stored_answer, after_watch)
+            self.store.users.save_prediction(user_id, variant.stamp_key, history, codes, stored_answer, after_watch,
+                                             extra=extra)
         except StoreOutOfMemory:
             log.warning("Redis is out of memory: prediction for a user not cached")
         except StoreUnavailable:
             log.warning("Redis went away after the request's first round trip: prediction not cached")
 
-    def _predict(self, history: np.ndarray, version: int, k: int) -> tuple[list[int], str]:
-        """The fallback chain, one visible step each, each counted: the model for a user with
-        history, then popular titles the user has not watched, then the catalog's first titles."""
-        model = self.serving.model_for(version)
-        if model is not None and len(history):
-            return model.recommend(history, k), "model"
-        if model is not None:
-            source, codes = "popular", model.popular(k, exclude=history)
-        else:
-            watched = set(history.tolist())
-            source = "catalog"
-            codes = [c for c in self.titles.first_codes(k + len(watched)) if c not in watched][:k]
-        metrics.fallbacks_used.labels(step=source).inc()
-        return codes, source
+    def _experiment_counts(self, user_id: str, variant: Variant, **amounts: int) -> list[tuple]:
+        if variant.arm is None:
+            return []
+        if amounts.get("watches"):
+            metrics.experiment_watches.labels(variant.experiment, variant.arm).inc(amounts["watches"])
+        if amounts.get("hits"):
+            metrics.experiment_prediction_hits.labels(variant.experiment, variant.arm).inc(amounts["hits"])
+        return self.store.experiments.count_commands(user_id, variant.experiment, variant.arm, **amounts)
 
-    def _answer(self, user_id, ids, k, version, *, cache_hit, source) -> dict:
+    def _send_counts(self, user_id: str, commands: list[tuple]) -> None:
+        if commands:
+            try:
+                self.store.users.run_in_users_slot(user_id, commands)
+            except StoreUnavailable:
+                log.warning("experiment counts not written: Redis went away")
+
+    @staticmethod
+    def _count_source(source: str) -> None:
+        if source != "model":
+            metrics.fallbacks_used.labels(step=source).inc()
+
+    def _answer(self, user_id, ids, k, variant: Variant, *, cache_hit, source) -> dict:
         answer = {
             "user_id": user_id,
             "recommendation": ids[0] if ids else None,
             "cache_hit": cache_hit,
             "fallback_used": source not in ("cache", "model"),
-            "model_version": version,
+            "model_version": variant.version,
             "source": source,
         }
         if k:
             answer["recommendations"] = ids
+        self._label(answer, variant)
+        self._count_new(ids)
         return answer
+
+    @staticmethod
+    def _label(answer: dict, variant: Variant) -> None:
+        if variant.arm is not None:
+            answer["experiment"] = variant.experiment
+            answer["arm"] = variant.arm
+
+    def _count_new(self, ids: list[str]) -> None:
+        """Count answers that show a title out for at most a day (the demo reports how often)."""
+        facets = self.titles.facets
+        since = time.time() - NEW_TITLE_DAYS * 86_400
+        for content_id in ids:
+            code = self.titles.known_code(content_id)
+            if code is not None and code < facets.count and facets.available_from[code] >= since:
+                metrics.new_title_recommendations.inc()
+                return
 
     def _degraded_answer(self, user_id: str, k: int | None) -> dict:
         """Redis is down: popular titles from the model this process already holds."""
@@ -174,7 +280,9 @@ class RecommendationService:
             raise StoreUnavailable("Redis is unreachable and this process holds no model yet")
         metrics.degraded_responses.inc()
         metrics.fallbacks_used.labels(step="degraded").inc()
-        answer = self._answer(user_id, self.titles.ids_for(model.popular(k or 1)), k, model.version,
+        available = self.titles.available()
+        order = [c for c in model.popular_order[: 4 * (k or 1) + 64].tolist() if c >= len(available) or available[c]]
+        answer = self._answer(user_id, self.titles.ids_for(order[: k or 1]), k, Variant(model.version),
                               cache_hit=False, source="popular")
         answer["degraded"] = True
         return answer

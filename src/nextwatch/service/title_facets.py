@@ -49,6 +49,7 @@ class TitleFacets:
         self.genre_masks: dict[str, np.ndarray] = {}
         self.region_masks: dict[str, np.ndarray] = {}
         self.series_names: list[str] = []
+        self.names: dict[int, str] = {}
         episodes: dict[int, list[tuple[int, int, int]]] = {}
         series_index: dict[str, int] = {}
         for code, info in enumerate(infos):
@@ -69,6 +70,9 @@ class TitleFacets:
                                                   self.available_until[np.isfinite(self.available_until)]]))
 
     def _read(self, code: int, info: dict) -> None:
+        name = info.get("name")
+        if isinstance(name, str) and name.strip():
+            self.names[code] = name.strip()
         maturity = info.get("maturity")
         if isinstance(maturity, int) and not isinstance(maturity, bool):
             self.maturity[code] = maturity

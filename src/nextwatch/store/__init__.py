@@ -16,6 +16,7 @@ from .connection import REDIS_ERRORS, connect, is_cluster, translate_failures
 from .events import EventLog
 from .experiments import ExperimentStore
 from .models import ModelStore
+from .rules import RuleStore
 from .users import CachedPrediction, UserStore
 
 
@@ -31,6 +32,7 @@ class Store:
     events: EventLog
     api_keys: ApiKeyStore
     experiments: ExperimentStore
+    rules: RuleStore
 
     @classmethod
     def from_settings(cls, settings: Settings, client=None, check_layout: bool = True) -> "Store":
@@ -47,6 +49,7 @@ class Store:
             events=EventLog(client, keys),
             api_keys=ApiKeyStore(client, keys),
             experiments=ExperimentStore(client, keys),
+            rules=RuleStore(client, keys),
         )
         if check_layout:
             try:

@@ -296,22 +296,29 @@ class UserStore:
 
     @translate_failures
     def save_prediction(self, user_id: str, model_version: int, history: np.ndarray, codes,
-                        answer: tuple[str, dict] | None = None, after_watch: bool = False) -> bool:
+                        answer: tuple[str, dict] | None = None, after_watch: bool = False,
+                        extra: list[tuple] | tuple = ()) -> bool:
         """One round trip (cache_prediction.lua, and for an event id the answer that a retry of
         the same event gets, both in the user's slot): cache the prediction in the user's state
         while the history is still the one it was computed from. ``after_watch``: only if none
         is cached (the watch just recorded dropped it; one there now was written since, for this
-        history or a newer one). True if the prediction was cached."""
+        history or a newer one). ``extra``: more commands on keys of the user's slot, sent in the
+        same round trip (an experiment's counts). ``model_version`` is what the stamp is computed
+        from (a serving variant's key, service/ranking.py). True if the prediction was cached."""
         history = np.asarray(history, dtype=CODE)
         args = [history.tobytes(), CachedPrediction.encode(model_version, history, codes), "1" if after_watch else "0"]
         key = self.keys.user(user_id)
-        cache = ("EVALSHA", self._cache_sha, 1, key, *args)
-        if answer is None:
-            return int(self._on_users_node(key, [cache])[0]) == 1
-        event_id, body = answer
-        replies = self._on_users_node(key, [cache, ("SET", self.keys.event_id(user_id, event_id), _answer_bytes(body),
-                                                    "EX", self.settings.event_id_ttl_seconds)])
-        return int(replies[0]) == 1
+        commands = [("EVALSHA", self._cache_sha, 1, key, *args)]
+        if answer is not None:
+            event_id, body = answer
+            commands.append(("SET", self.keys.event_id(user_id, event_id), _answer_bytes(body),
+                             "EX", self.settings.event_id_ttl_seconds))
+        return int(self._on_users_node(key, commands + list(extra))[0]) == 1
+
+    @translate_failures
+    def run_in_users_slot(self, user_id: str, commands: list[tuple]) -> list:
+        """``commands`` (on keys of the user's slot) in one round trip to the user's node."""
+        return self._on_users_node(self.keys.user(user_id), commands)
 
     @translate_failures
     def save_answer(self, user_id: str, event_id: str, body: dict) -> None:
