@@ -35,3 +35,16 @@ def activate_model(version: str):
 @blueprint.post("/models/rollback")
 def rollback_model():
     return jsonify(services().admin.rollback_model())
+
+
+@blueprint.get("/rules")
+def get_rules():
+    return jsonify(services().recommendations.rules.stored().to_json())
+
+
+@blueprint.put("/rules")
+def put_rules():
+    """Replace the rules; the body's ``version`` must be the stored one (409 otherwise), so two
+    editors cannot overwrite each other unseen."""
+    body = inputs.json_object(request.content_type, request.headers.get("Content-Length"), request.stream.read)
+    return jsonify(services().recommendations.rules.replace(body).to_json())

@@ -7,13 +7,17 @@ that was broken; nothing is written before every check has passed.
 from __future__ import annotations
 
 import json
+import re
 from typing import Mapping
 
 from ..errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from ..ids import validate_id
 from ..service.catalog import DEFAULT_LIMIT, MAX_GENRE_LENGTH, MAX_IDS, MAX_LIMIT, MAX_PAGE, MAX_TEXT_LENGTH, TitleQuery
+from ..service.title_facets import Filters
 
 MAX_K = 100
+_ID_TEXT = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
+_REGION = re.compile(r"[A-Z]{2}")
 MAX_BODY_BYTES = 64 * 1024
 
 
@@ -78,6 +82,54 @@ def watch(body: dict) -> tuple[str, str, str | None]:
 
 
 MAX_IMPRESSIONS_PER_REQUEST = 100
+MAX_EXCLUDED = 100
+MAX_MATURITY = 21
+FILTER_PARAMETERS = ("genre", "exclude", "max_maturity", "region")
+
+
+def filters(values: Mapping[str, str], known_genre) -> Filters:
+    """The filters of a query string (``genre``, ``exclude``, ``max_maturity``, ``region``);
+    ``known_genre(folded)`` says whether the catalog has the genre (an unknown one is refused,
+    not silently answered with nothing)."""
+    genre = values.get("genre")
+    if genre is not None:
+        genre = genre.strip().casefold()
+        if not genre or len(genre) > MAX_GENRE_LENGTH:
+            raise InvalidInput(f"genre must be 1-{MAX_GENRE_LENGTH} characters", error="invalid_genre")
+        if not known_genre(genre):
+            raise InvalidInput(f"genre {values['genre'][:40]!r} is not in the catalog (GET /genres lists them)",
+                               error="invalid_genre")
+    excluded: tuple[str, ...] = ()
+    if values.get("exclude") is not None:
+        parts = [part.strip() for part in values["exclude"].split(",") if part.strip()]
+        if len(parts) > MAX_EXCLUDED:
+            raise InvalidInput(f"exclude lists at most {MAX_EXCLUDED} title ids, got {len(parts)}",
+                               error="invalid_exclude")
+        for part in parts:
+            if not _ID_TEXT.fullmatch(part):
+                raise InvalidInput(f"exclude lists title ids separated by commas; {part[:40]!r} is not one",
+                                   error="invalid_exclude")
+        excluded = tuple(dict.fromkeys(parts))
+    maturity = whole_number(values.get("max_maturity"), "max_maturity", 0, MAX_MATURITY, None)
+    region = values.get("region")
+    if region is not None:
+        region = region.strip().upper()
+        if not _REGION.fullmatch(region):
+            raise InvalidInput(f"region must be an ISO 3166 alpha-2 code such as US or FR, got {values['region'][:20]!r}",
+                               error="invalid_region")
+    return Filters(genre or None, excluded, maturity, region)
+
+
+def flag(raw: str | None, name: str) -> bool:
+    """``?explain=true``: true/false (also 1/0); absent is false."""
+    if raw is None:
+        return False
+    lowered = raw.strip().lower()
+    if lowered in ("true", "1"):
+        return True
+    if lowered in ("false", "0"):
+        return False
+    raise InvalidInput(f"{name} must be true or false, got {raw[:20]!r}", error=f"invalid_{name}")
 
 
 def impressions(body: dict) -> tuple[str, list[str], str | None]:

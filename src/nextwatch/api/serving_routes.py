@@ -25,6 +25,7 @@ from urllib.parse import parse_qs
 from ..errors import NextwatchError
 from ..service import Services
 from ..service.access import WRITE
+from ..service.recommendations import NO_FILTERS
 from . import inputs
 from .responses import LatencyObserver, error_answer, json_bytes
 
@@ -75,7 +76,8 @@ class ServingRoutes:
                 status, answer = 200, self._impressions(environ)
             else:
                 user_id = inputs.user_id(path[len("/recommend/"):])
-                status, answer = 200, self.recommendations.recommend(user_id, k=_k(environ))
+                k, filters, explain = self._query(environ)
+                status, answer = 200, self.recommendations.recommend(user_id, k=k, filters=filters, explain=explain)
         except Exception as error:  # noqa: BLE001 - every error is answered in JSON
             if not isinstance(error, NextwatchError):
                 log.exception("unhandled error on %s %s", method, path)
@@ -91,7 +93,21 @@ class ServingRoutes:
         body = inputs.json_object(environ.get("CONTENT_TYPE"), environ.get("CONTENT_LENGTH"),
                                   environ["wsgi.input"].read)
         user_id, content_id, event_id = inputs.watch(body)
-        return self.recommendations.record_watch(user_id, content_id, event_id=event_id, k=_k(environ))
+        k, filters, explain = self._query(environ)
+        return self.recommendations.record_watch(user_id, content_id, event_id=event_id, k=k, filters=filters,
+                                                 explain=explain)
+
+    def _query(self, environ):
+        """``k``, the filters and ``explain`` of the query string (none: the defaults)."""
+        query = environ.get("QUERY_STRING")
+        if not query:
+            return None, NO_FILTERS, False
+        values = {name: found[-1] for name, found in parse_qs(query, keep_blank_values=True).items()}
+        k = inputs.parse_k(values.get("k")) if "k" in values else None
+        filters = NO_FILTERS
+        if any(name in values for name in inputs.FILTER_PARAMETERS):
+            filters = inputs.filters(values, self.recommendations.titles.knows_genre)
+        return k, filters, inputs.flag(values.get("explain"), "explain")
 
     def _impressions(self, environ) -> dict:
         if self.access.enforced():  # the same role as a watch: a client reporting what it showed
@@ -125,9 +141,3 @@ def _refusal(environ, path: str) -> tuple[int, dict] | None:
     return None
 
 
-def _k(environ) -> int | None:
-    query = environ.get("QUERY_STRING")
-    if not query:
-        return None
-    values = parse_qs(query, keep_blank_values=True).get("k")
-    return inputs.parse_k(values[-1] if values else None)

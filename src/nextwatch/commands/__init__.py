@@ -4,7 +4,7 @@ Heavy imports (Flask, Spark) happen inside ``run``, so `nextwatch --help` is ins
 `serve` can set up multiprocess metrics before Flask is imported.
 """
 
-from . import archive, demo, evaluate, experiments, import_data, keys, models, serve, train
+from . import archive, demo, evaluate, experiments, import_data, keys, models, rules, serve, train
 
 # The order of `nextwatch --help`.
-COMMANDS = [serve, train, demo, archive, import_data, models, experiments, keys, evaluate]
+COMMANDS = [serve, train, demo, archive, import_data, models, rules, experiments, keys, evaluate]
