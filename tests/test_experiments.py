@@ -95,3 +95,51 @@ def test_the_commands(settings, store):
     assert bad.returncode == 2 and "add up to 90" in bad.stderr
     assert cli("stop", "try-blend").returncode == 0
     assert "stopped" in cli("list").stdout
+
+
+@pytest.fixture(scope="module")
+def demo_world():
+    """The demo generator's catalog and viewers: a model (decayed transitions) learned from the
+    first 300 viewers, and the histories of 200 others, never seen by it, to replay live."""
+    from nextwatch.datasets.demo import DemoConfig
+    from nextwatch.datasets.demo_catalog import generate_catalog
+    from nextwatch.datasets.demo_viewers import simulate_viewers
+    from nextwatch.evaluation import decayed_transition_model
+
+    config = DemoConfig(titles=300, viewers=500, mean_watches=12, seed=3)
+    catalog = generate_catalog(config)
+    viewers, titles, _timestamps = simulate_viewers(config, catalog)
+    histories = [titles[viewers == v] for v in range(config.viewers)]
+    model = decayed_transition_model(histories[:300], len(catalog))
+    return [t["content_id"] for t in catalog], model, histories[300:]
+
+
+@ON_BOTH_TOPOLOGIES
+def test_arms_serve_their_target_and_a_worse_arm_is_detected(client, store, demo_world):
+    """Viewers the model never saw watch their titles through the API while an experiment splits
+    them between the model (A) and popular titles (B): responses carry the arm, each arm serves
+    its own target, and the report finds B significantly worse."""
+    ids, model, replay = demo_world
+    assert store.catalog.register(ids) == list(range(len(ids)))
+    store.models.publish(model)
+    experiments = Experiments(store)
+    experiments.start("popular-check", ["A=current:50", "B=popular:50"])
+    arms = {}
+    for number, history in enumerate(replay):
+        user = f"R{number}"
+        for code in history.tolist():
+            answer = client.post("/watched", json={"user_id": user, "content_id": ids[code]}).get_json()
+        arms[user] = answer["arm"]
+        assert answer["experiment"] == "popular-check"
+        served = client.get(f"/recommend/{user}?k=3").get_json()
+        assert served["arm"] == arms[user] and served["recommendation"] == answer["predicted_next"]
+        if arms[user] == "B":  # popular titles the user has not watched, nothing else
+            unwatched = [ids[c] for c in model.popular_order.tolist() if c not in set(history.tolist())]
+            assert served["recommendations"] == unwatched[:3]
+    report = experiments.report("popular-check")
+    a, b = report["arms"]
+    assert a["watches"] + b["watches"] == sum(len(h) for h in replay)
+    assert {arms[u] for u in arms} == {"A", "B"}
+    assert b["hit_rate"] < a["hit_rate"]
+    test = b["against_A"]
+    assert test["significant"] and test["difference"] < 0, report

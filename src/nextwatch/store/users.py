@@ -251,23 +251,21 @@ class UserStore:
 
     def _on_users_node(self, key: str, commands: list[tuple]) -> list:
         """``commands`` pipelined on one connection of the node that holds ``key``'s slot (on a
-        single Redis, the one Redis), their replies in order. A cluster pipeline cannot carry a
-        script, nor keep WAIT on the connection of the write it waits for, hence this: it
-        follows MOVED and ASK (a slot that moved, a replica promoted) as the cluster client does
-        for its own commands, and loads a script that Redis forgot (nothing ran then)."""
+        single Redis, the one Redis), their replies in order; the first command may be a script.
+        A cluster pipeline cannot carry a script, nor keep WAIT on the connection of the write it
+        waits for, hence this: it follows MOVED and ASK (a slot that moved, a replica promoted:
+        nothing ran then) as the cluster client does for its own commands, and loads a script
+        that Redis forgot, then runs that script again and any WAIT (the other commands ran)."""
         target, asking = self._node_client(key), False
         for _attempt in range(REDIRECTS_FOLLOWED):
-            pipe = target.pipeline(transaction=False)
-            if asking:
-                pipe.execute_command("ASKING")
-            for command in commands:
-                pipe.execute_command(*command)
-            replies = pipe.execute(raise_on_error=False)[1 if asking else 0:]
+            replies = _pipelined(target, commands, asking)
             first = replies[0]
             if isinstance(first, redis.exceptions.NoScriptError):
                 target.script_load(self._sources[commands[0][1]])
-                continue
-            if isinstance(first, redis.exceptions.AskError):  # MovedError is one too
+                again = [0] + [i for i, command in enumerate(commands) if command[0] == "WAIT"]
+                for i, reply in zip(again, _pipelined(target, [commands[i] for i in again], asking)):
+                    replies[i] = reply
+            elif isinstance(first, redis.exceptions.AskError):  # MovedError is one too
                 moved = isinstance(first, redis.exceptions.MovedError)
                 if moved:
                     self.client.nodes_manager.move_slot(first)  # the map learns the new owner
@@ -325,6 +323,18 @@ class UserStore:
         """The answer to an event id, for its later retries (see ``save_prediction``)."""
         self.client.set(self.keys.event_id(user_id, event_id), _answer_bytes(body),
                         ex=self.settings.event_id_ttl_seconds)
+
+
+def _pipelined(target, commands: list[tuple], asking: bool) -> list:
+    """The replies of ``commands`` sent in one round trip; ``asking``: each after an ASKING (it
+    holds for the next command only), for a slot that is moving to ``target``."""
+    pipe = target.pipeline(transaction=False)
+    for command in commands:
+        if asking:
+            pipe.execute_command("ASKING")
+        pipe.execute_command(*command)
+    replies = pipe.execute(raise_on_error=False)
+    return replies[1::2] if asking else replies
 
 
 def _answer_bytes(body: dict) -> bytes:
