@@ -129,6 +129,11 @@ def test_watching_from_the_page_shows_what_the_api_serves(api, browser, catalog,
     top = [item.get_attribute("data-content-id") for item in browser.find_elements(By.CSS_SELECTOR, "#topk li")]
     assert top == served["recommendations"]
     assert catalog[top[1]]["name"] in browser.find_element(By.ID, "topk").text
+    # Each title shows the server's reason (GET /recommend?explain=true), the first one too.
+    explained = requests.get(f"{api}/recommend/U777?k=10&explain=true", timeout=5).json()["explanations"]
+    reasons = [li.find_element(By.CSS_SELECTOR, ".why").text for li in browser.find_elements(By.CSS_SELECTOR, "#topk li")]
+    assert reasons == [entry["text"] for entry in explained] and reasons[0] == f"because you watched {watched['name']}"
+    assert text(browser, "next-reason") == explained[0]["text"]
     assert [li.text for li in browser.find_elements(By.CSS_SELECTOR, "#history li")] == [watched["name"]]
 
     # The counters moved, and they are the server's (summed over both workers).

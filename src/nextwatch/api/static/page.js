@@ -219,7 +219,7 @@
     if (!state.user) return;
     let answer;
     try {
-      answer = await api(`/recommend/${encodeURIComponent(state.user)}?k=${TOP_K}`);
+      answer = await api(`/recommend/${encodeURIComponent(state.user)}?k=${TOP_K}&explain=true`);
       await learnTitles(answer.recommendations || []);
     } catch (failure) {
       showError(explain(failure));
@@ -231,7 +231,7 @@
     $("next-empty").hidden = !!answer.recommendation;
     $("next").hidden = !answer.recommendation;
     if (answer.recommendation) drawNext(answer, because);
-    drawTopK(answer.recommendations || []);
+    drawTopK(answer.recommendations || [], answer.explanations || []);
     markGrid();
     loadStats();
   }
@@ -246,8 +246,12 @@
     if (title.year) meta.append(el("span", "", title.year));
     meta.append(el("span", "id", title.content_id));
 
+    // The server's reason for the title (GET /recommend?explain=true), else what the source says.
     const reason = $("next-reason");
-    if (because) {
+    const why = (answer.explanations || [])[0];
+    if (why) {
+      reason.replaceChildren(reasonText(why));
+    } else if (because) {
       reason.replaceChildren("because you watched ", el("strong", "", because.name || because.content_id));
     } else {
       reason.textContent = {
@@ -265,7 +269,11 @@
     if (answer.degraded) source.textContent += " (Redis unreachable)";
   }
 
-  function drawTopK(ids) {
+  function reasonText(why) {
+    return why.text || "";
+  }
+
+  function drawTopK(ids, explanations) {
     $("topk-size").textContent = String(TOP_K);
     $("topk").replaceChildren(...ids.map((id) => {
       const title = titleOf(id);
@@ -276,6 +284,8 @@
       button.title = `Watch ${title.name || id}`;
       const label = el("span", "label");
       label.append(el("span", "", title.name || id), el("span", "", (title.genres || []).join(" · ") || id));
+      const why = explanations.find((entry) => entry.content_id === id);
+      if (why) label.append(el("span", "why", reasonText(why)));
       button.append(poster(title, "dot"), label);
       button.addEventListener("click", () => watch(title, null));
       item.append(button);
