@@ -83,7 +83,18 @@ def test_every_documented_status_is_produced(client, document, store, settings):
     store.client.set(store.keys.event_id("U1", "e1"), "pending")
     record("/watched", "post", client.post("/watched", json={"user_id": "U1", "content_id": "C1", "event_id": "e1"}))
     record("/recommend/{user_id}", "get", client.get("/recommend/U1?k=5"))
+    record("/recommend/{user_id}", "get", client.get("/recommend/U1?k=5&explain=true&max_maturity=18"))
     record("/recommend/{user_id}", "get", client.get("/recommend/U%201"))
+    record("/impressions", "post", client.post("/impressions", json={"user_id": "U1", "content_ids": ["C1045"]}))
+    record("/impressions", "post", client.post("/impressions", json={"user_id": "U1", "content_ids": []}))
+    record("/impressions", "post", client.post("/impressions", data="{}", content_type="text/plain"))
+    record("/impressions", "post", client.post("/impressions", json={"pad": "x" * 70_000}))
+    record("/admin/rules", "get", client.get("/admin/rules"))
+    record("/admin/rules", "put", client.put("/admin/rules", json={"version": 0, "blocklist": ["C9"]}))
+    record("/admin/rules", "put", client.put("/admin/rules", json={"version": 0, "blocklist": ["C9"]}))  # 409
+    record("/admin/rules", "put", client.put("/admin/rules", json={"version": 1, "boosts": {"C9": 99}}))
+    record("/admin/rules", "put", client.put("/admin/rules", data="{}", content_type="text/plain"))
+    record("/admin/rules", "put", client.put("/admin/rules", json={"pad": "x" * 70_000}))
 
     # The model registry, open while no API key exists.
     activate = "/admin/models/{version}/activate"
@@ -103,7 +114,9 @@ def test_every_documented_status_is_produced(client, document, store, settings):
     locked = create_app(settings.with_overrides(rate_limit=0.001), store).test_client()
     admin_calls = [("/admin/models", "get", "/admin/models"),
                    ("/admin/models/rollback", "post", "/admin/models/rollback"),
-                   (activate, "post", "/admin/models/1/activate")]
+                   (activate, "post", "/admin/models/1/activate"),
+                   ("/admin/rules", "get", "/admin/rules"),
+                   ("/admin/rules", "put", "/admin/rules")]
     for path, method, url in admin_calls:
         record(path, method, locked.open(url, method=method.upper()))
         record(path, method, locked.open(url, method=method.upper(), headers={"X-API-Key": writer}))
@@ -111,6 +124,9 @@ def test_every_documented_status_is_produced(client, document, store, settings):
     record("/watched", "post", locked.post("/watched", json=watch))
     assert locked.post("/watched", json=watch, headers={"X-API-Key": writer}).status_code == 200
     record("/watched", "post", locked.post("/watched", json=watch, headers={"X-API-Key": writer}))
+    shown = {"user_id": "U2", "content_ids": ["C005"]}
+    record("/impressions", "post", locked.post("/impressions", json=shown))  # 401
+    record("/impressions", "post", locked.post("/impressions", json=shown, headers={"X-API-Key": writer}))  # 429
     assert locked.get("/admin/models", headers={"Authorization": f"Bearer {admin}"}).status_code == 200
     for path, method, url in admin_calls:
         record(path, method, locked.open(url, method=method.upper(), headers={"Authorization": f"Bearer {admin}"}))
@@ -119,6 +135,7 @@ def test_every_documented_status_is_produced(client, document, store, settings):
     unreachable = Settings(redis_url="redis://127.0.0.1:1/0", redis_timeout_seconds=0.2)
     down = create_app(unreachable, Store.from_settings(unreachable)).test_client()
     record("/watched", "post", down.post("/watched", json={"user_id": "U1", "content_id": "C1"}))
+    record("/impressions", "post", down.post("/impressions", json={"user_id": "U1", "content_ids": ["C1"]}))
     record("/recommend/{user_id}", "get", down.get("/recommend/U1"))
     for path, method, url in admin_calls:
         record(path, method, down.open(url, method=method.upper()))
