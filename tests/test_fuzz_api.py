@@ -37,7 +37,7 @@ from nextwatch.store import Store
 # Bounded so that the module takes about two minutes on two shared cores.
 CLI_MAX_EXAMPLES = {"open": 100, "admin key": 40, "write key": 25, "no key": 25}
 KEY_MAX_EXAMPLES = 30  # per operation and generation mode, in the Hypothesis tests
-WRITE_ROUTES = {("POST", "/watched")}
+WRITE_ROUTES = {("POST", "/watched"), ("POST", "/impressions")}
 ADMIN_PREFIX = "/admin/"
 
 
@@ -259,8 +259,10 @@ def test_keyed_api_with_a_write_key(keyed_api, keyed_deployment, method, path):
 def test_keyed_api_refuses_every_protected_route_plainly(keyed_deployment):
     """The same rules, spelled out once without a generator."""
     url, keys = keyed_deployment.url, keyed_deployment.keys
-    protected = [("POST", "/watched", {"user_id": "U1", "content_id": "C1010"}), ("GET", "/admin/models", None),
-                 ("POST", "/admin/models/1/activate", None), ("POST", "/admin/models/rollback", None)]
+    protected = [("POST", "/watched", {"user_id": "U1", "content_id": "C1010"}),
+                 ("POST", "/impressions", {"user_id": "U1", "content_ids": ["C1010"]}), ("GET", "/admin/models", None),
+                 ("POST", "/admin/models/1/activate", None), ("POST", "/admin/models/rollback", None),
+                 ("GET", "/admin/rules", None)]
     refusals = [({}, "missing_api_key"), ({"Authorization": "Basic Zm9vOmJhcg=="}, "missing_api_key"),
                 ({"Authorization": "Bearer not-a-key"}, "invalid_api_key"),
                 ({"X-API-Key": "not-a-key"}, "invalid_api_key"), ({"X-API-Key": keys["admin"][:-1]}, "invalid_api_key")]
@@ -270,7 +272,7 @@ def test_keyed_api_refuses_every_protected_route_plainly(keyed_deployment):
             assert (answer.status_code, answer.json()["error"]) == (401, error), (method, path, headers)
             assert answer.headers["WWW-Authenticate"].startswith('Bearer realm="nextwatch"')
     writer = {"X-API-Key": keys["write"]}
-    for method, path, _ in protected[1:]:
+    for method, path, _ in protected[2:]:
         answer = requests.request(method, url + path, headers=writer, timeout=10)
         assert (answer.status_code, answer.json()["error"]) == (403, "forbidden"), (method, path)
     watched = requests.post(f"{url}/watched", json={"user_id": "U1", "content_id": "C1010"}, headers=writer, timeout=10)

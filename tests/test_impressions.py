@@ -77,6 +77,14 @@ def test_a_watch_of_a_title_shown_lately_is_a_hit_of_the_impression(client, publ
     assert after["impression_hits_total"] - before.get("impression_hits_total", 0) == 1
 
 
+def test_watches_and_impressions_keep_their_event_ids_apart(client, published):
+    watched = client.post("/watched", json={"user_id": "U8", "content_id": "C1010", "event_id": "1"}).get_json()
+    shown = show(client, "U8", ["C005"], event_id="1").get_json()
+    assert shown == {"user_id": "U8", "shown": 1, "demoted": []}
+    again = client.post("/watched", json={"user_id": "U8", "content_id": "C1010", "event_id": "1"}).get_json()
+    assert again == watched
+
+
 def test_memory_per_user_is_bounded(client, store, published):
     titles = [f"C{i:03d}" for i in range(100, 100 + 3 * MAX_IMPRESSIONS)]
     for start in range(0, len(titles), 5):

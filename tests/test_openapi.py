@@ -7,6 +7,7 @@ from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 
 from nextwatch.api import create_app
+from nextwatch.api.inputs import MAX_RULES_BODY_BYTES
 from nextwatch.api.serving_routes import ROUTES as SERVING_ROUTES
 from nextwatch.settings import Settings
 from nextwatch.store import Store
@@ -92,9 +93,11 @@ def test_every_documented_status_is_produced(client, document, store, settings):
     record("/admin/rules", "get", client.get("/admin/rules"))
     record("/admin/rules", "put", client.put("/admin/rules", json={"version": 0, "blocklist": ["C9"]}))
     record("/admin/rules", "put", client.put("/admin/rules", json={"version": 0, "blocklist": ["C9"]}))  # 409
-    record("/admin/rules", "put", client.put("/admin/rules", json={"version": 1, "boosts": {"C9": 99}}))
+    record("/admin/rules", "put", client.put("/admin/rules", json={"version": 1, "boosts": [{"content_id": "C9",
+                                                                                          "weight": 99}]}))
     record("/admin/rules", "put", client.put("/admin/rules", data="{}", content_type="text/plain"))
-    record("/admin/rules", "put", client.put("/admin/rules", json={"pad": "x" * 70_000}))
+    # The rules may be larger than other bodies (a full blocklist), but not without limit.
+    record("/admin/rules", "put", client.put("/admin/rules", json={"pad": "x" * (MAX_RULES_BODY_BYTES + 1)}))
 
     # The model registry, open while no API key exists.
     activate = "/admin/models/{version}/activate"

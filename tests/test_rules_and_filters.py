@@ -61,6 +61,8 @@ def test_filters_apply_before_the_top_k(client, catalog):
     assert "C1011" not in germany["recommendations"]  # FR only
     _, france = recommend(client, "U2", "?k=3&region=FR")
     assert "C1011" in france["recommendations"]
+    _, none = recommend(client, "U2", "?k=3&genre=nosuchgenre")  # no title has it: nothing passes
+    assert none["recommendation"] is None and none["recommendations"] == []
     _, excluded = recommend(client, "U2", "?exclude=C1045,C1011")
     assert excluded["recommendation"] not in ("C1045", "C1011")
     # POST /watched takes the same filters.
@@ -78,7 +80,7 @@ def test_a_filter_the_cached_list_satisfies_is_served_from_it(client, store, cat
 
 
 @pytest.mark.parametrize("query, error", [
-    ("?genre=nosuchgenre", "invalid_genre"),
+    ("?genre=" + "g" * 65, "invalid_genre"),
     ("?max_maturity=99", "invalid_max_maturity"),
     ("?max_maturity=x", "invalid_max_maturity"),
     ("?region=FRA", "invalid_region"),
@@ -105,7 +107,7 @@ def test_rules_apply_on_the_watch_path_and_on_a_miss_alike(client, store, catalo
     assert "C1045" not in watched["recommendations"]
     _, cached = recommend(client, "U4", "?k=3")
     assert cached["cache_hit"] is True and cached["recommendations"] == watched["recommendations"]
-    boosted = put_rules(client, blocklist=[], boosts={"C003": 10.0})
+    boosted = put_rules(client, blocklist=[], boosts=[{"content_id": "C003", "weight": 10.0}])
     assert boosted["version"] == 2
     _, after = recommend(client, "U4", "?k=3")  # the rules changed: the cache is stale
     # C003 (popularity alone) is lifted over C000 (a weak neighbour of C1010), not over the
@@ -113,8 +115,17 @@ def test_rules_apply_on_the_watch_path_and_on_a_miss_alike(client, store, catalo
     assert after["cache_hit"] is False and after["recommendations"] == ["C1045", "C1011", "C003"]
     stale = client.put("/admin/rules", json={**boosted, "version": 1})
     assert stale.status_code == 409 and stale.get_json()["error"] == "rules_changed"
-    bad = client.put("/admin/rules", json={**boosted, "boosts": {"C003": 50}})
+    bad = client.put("/admin/rules", json={**boosted, "boosts": [{"content_id": "C003", "weight": 50}]})
     assert bad.status_code == 400 and bad.get_json()["error"] == "invalid_boosts"
+    version = client.put("/admin/rules", json={**boosted, "version": {}})
+    assert version.status_code == 400 and version.get_json()["error"] == "invalid_rules"
+
+
+def test_a_full_blocklist_of_long_ids_fits_in_one_put(client):
+    """Rules are the one body allowed past the 64 KiB limit: 10,000 ids of 120 characters."""
+    blocked = [f"T{i:05d}" + "x" * 114 for i in range(10_000)]
+    stored = put_rules(client, blocklist=blocked)
+    assert len(stored["blocklist"]) == 10_000
 
 
 def test_continue_watching_puts_the_next_episode_first_with_its_reason(client, catalog):
@@ -164,7 +175,7 @@ def test_the_rules_command(settings, store, catalog):
     assert cli("boost", "C000", "1.5").returncode == 0
     assert cli("continue-watching", "on").returncode == 0
     shown = json.loads(cli().stdout)
-    assert shown == {"version": 3, "blocklist": ["C003", "C1045"], "boosts": {"C000": 1.5},
+    assert shown == {"version": 3, "blocklist": ["C003", "C1045"], "boosts": [{"content_id": "C000", "weight": 1.5}],
                      "continue_watching": True}
     bad = cli("boost", "C000", "99")
     assert bad.returncode == 2 and "weight" in bad.stderr

@@ -112,6 +112,11 @@ class Keys:
         watch's prediction; ``nextwatch experiments report`` sums the shards."""
         return f"{self._shard_roots[shard]}:x:{experiment}"
 
+    def impressions_event_id(self, user_id: str, event_id: str) -> str:
+        """The stored answer to an impressions report's event id: apart from the watches' (a
+        client may number both from 1)."""
+        return f"{self._shard_roots[self.shard_of(user_id)]}:e:{user_id}|i|{event_id}"
+
     def event_log(self, shard: int) -> str:
         """Redis Stream of one shard's accepted watch events, capped in length; the archiver
         reads every shard's stream as one consumer group."""

@@ -46,5 +46,8 @@ def get_rules():
 def put_rules():
     """Replace the rules; the body's ``version`` must be the stored one (409 otherwise), so two
     editors cannot overwrite each other unseen."""
-    body = inputs.json_object(request.content_type, request.headers.get("Content-Length"), request.stream.read)
+    # The one body allowed past MAX_BODY_BYTES: a full blocklist and boosts of long ids.
+    request.max_content_length = inputs.MAX_RULES_BODY_BYTES
+    body = inputs.json_object(request.content_type, request.headers.get("Content-Length"), request.stream.read,
+                              max_bytes=inputs.MAX_RULES_BODY_BYTES)
     return jsonify(services().recommendations.rules.replace(body).to_json())

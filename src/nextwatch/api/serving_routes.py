@@ -106,7 +106,7 @@ class ServingRoutes:
         k = inputs.parse_k(values.get("k")) if "k" in values else None
         filters = NO_FILTERS
         if any(name in values for name in inputs.FILTER_PARAMETERS):
-            filters = inputs.filters(values, self.recommendations.titles.knows_genre)
+            filters = inputs.filters(values)
         return k, filters, inputs.flag(values.get("explain"), "explain")
 
     def _impressions(self, environ) -> dict:

@@ -65,9 +65,10 @@ def run(args) -> int:
         elif args.action == "unblock":
             document["blocklist"] = sorted(set(document["blocklist"]) - set(args.ids))
         elif args.action == "boost":
-            document["boosts"][args.id] = args.weight
+            document["boosts"] = [b for b in document["boosts"] if b["content_id"] != args.id] + [
+                {"content_id": args.id, "weight": args.weight}]
         elif args.action == "unboost":
-            document["boosts"].pop(args.id, None)
+            document["boosts"] = [b for b in document["boosts"] if b["content_id"] != args.id]
         else:
             document["continue_watching"] = args.state == "on"
         rules = book.replace(document)

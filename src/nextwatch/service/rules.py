@@ -45,28 +45,34 @@ class Rules:
             raise InvalidInput(f"unknown rule {unknown[0]!r} (rules: blocklist, boosts, continue_watching)",
                                error="invalid_rules")
         blocked = document.get("blocklist", [])
-        if blocked == {}:  # Lua's JSON writes an empty list as {}
-            blocked = []
         if not isinstance(blocked, list) or len(blocked) > MAX_LISTED:
             raise InvalidInput(f"blocklist is a list of at most {MAX_LISTED} title ids", error="invalid_blocklist")
-        boosts = document.get("boosts", {})
-        if not isinstance(boosts, dict) or len(boosts) > MAX_LISTED:
-            raise InvalidInput(f"boosts maps at most {MAX_LISTED} title ids to weights", error="invalid_boosts")
-        for weight in boosts.values():
+        listed = document.get("boosts", [])
+        if not isinstance(listed, list) or len(listed) > MAX_LISTED:
+            raise InvalidInput(f"boosts is a list of at most {MAX_LISTED} objects {{content_id, weight}}",
+                               error="invalid_boosts")
+        boosts = {}
+        for boost in listed:
+            if not isinstance(boost, dict) or set(boost) != {"content_id", "weight"}:
+                raise InvalidInput("each boost is an object with exactly content_id and weight", error="invalid_boosts")
+            weight = boost["weight"]
             if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) \
                     or abs(weight) > MAX_BOOST:
                 raise InvalidInput(f"a boost's weight is a number from {-MAX_BOOST:g} to {MAX_BOOST:g} (standard "
                                    "deviations of a user's scores)", error="invalid_boosts")
+            boosts[validate_id(boost["content_id"], "content_id")] = float(weight)  # the last of a repeated id wins
         continue_watching = document.get("continue_watching", False)
         if not isinstance(continue_watching, bool):
             raise InvalidInput("continue_watching is true or false", error="invalid_rules")
         stored_version = version if version is not None else document.get("version", 0)
+        if isinstance(stored_version, bool) or not isinstance(stored_version, int) or stored_version < 0:
+            raise InvalidInput("version is the stored rules' version, a whole number from 0", error="invalid_rules")
         return cls(int(stored_version or 0), frozenset(validate_id(t, "content_id") for t in blocked),
-                   tuple(sorted((validate_id(t, "content_id"), float(w)) for t, w in boosts.items())),
+                   tuple(sorted(boosts.items())),
                    continue_watching)
 
     def to_json(self) -> dict:
-        return {"version": self.version, "blocklist": sorted(self.blocklist), "boosts": dict(self.boosts),
+        return {"version": self.version, "blocklist": sorted(self.blocklist), "boosts": [{"content_id": title, "weight": weight} for title, weight in self.boosts],
                 "continue_watching": self.continue_watching}
 
 

@@ -118,7 +118,10 @@ class TitleFacets:
         mask = available.copy()
         if filters.genre:
             genre = self.genre_masks.get(filters.genre)
-            mask &= genre if genre is not None else False
+            if genre is None:  # no title has it: nothing passes
+                mask[:] = False
+            else:
+                mask &= genre
         if filters.max_maturity is not None:
             mask &= self.maturity <= filters.max_maturity
         if filters.region:
@@ -129,6 +132,3 @@ class TitleFacets:
             if code is not None and code < self.count:
                 mask[code] = False
         return mask
-
-    def knows_genre(self, genre: str) -> bool:
-        return genre in self.genre_masks

@@ -72,18 +72,6 @@ class CatalogCodes:
                 self.codes[content_id] = code
         return code
 
-    def knows_genre(self, genre: str) -> bool:
-        """Whether a title has ``genre`` (case-folded); an unknown one makes the copy be read
-        again first (once a second at most), so a genre just imported is known."""
-        if self.facets.knows_genre(genre):
-            return True
-        if self.clock() - self._read_at >= 1.0:
-            try:
-                self.refresh()
-            except StoreUnavailable:
-                return False
-        return self.facets.knows_genre(genre)
-
     def known_code(self, content_id: str) -> int | None:
         return self.codes.get(content_id)
 

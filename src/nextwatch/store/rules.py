@@ -36,7 +36,13 @@ class RuleStore:
     def read(self) -> dict:
         """The stored rules ({"version": 0} when none were ever set)."""
         raw = self.client.get(self.keys.rules)
-        return json.loads(raw) if raw else {"version": 0}
+        if not raw:
+            return {"version": 0}
+        document = json.loads(raw)
+        for name in ("blocklist", "boosts"):  # Lua's cjson writes an empty list as {}
+            if document.get(name) == {}:
+                document[name] = []
+        return document
 
     @translate_failures
     def replace(self, rules: dict, expected_version: int) -> tuple[bool, int]:

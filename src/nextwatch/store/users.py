@@ -225,7 +225,7 @@ class UserStore:
         shown too often without a watch), log one event-log entry per title (kind
         ``impression``), remember the answer for the event id."""
         keys = [self.keys.user(user_id), self.keys.user_event_log(user_id),
-                self.keys.event_id(user_id, event_id or "-")]
+                self.keys.impressions_event_id(user_id, event_id or "-")]
         settings = self.settings
         args = [encode_codes(codes), repr(timestamp), settings.impression_cap, settings.impression_demotion_seconds,
                 MAX_IMPRESSIONS, user_id, event_id or "", settings.event_id_ttl_seconds,
