@@ -5,7 +5,9 @@ and start again), a Spark standalone master and worker reading deploy/spark/metr
 and Debian's `prometheus` scraping them with a copy of deploy/prometheus/prometheus.yml. After
 real traffic, every PromQL expression of the dashboard and of the alerts goes through
 Prometheus's HTTP API: each must parse, and each dashboard query must return data, except the
-Redis panels (no redis_exporter runs here).
+Redis panels (no redis_exporter runs here). The traffic includes impressions, a running
+experiment with two arms and a title out for less than a day, so that the impression,
+experiment and new-title panels have something to show.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import yaml
 from conftest import DEFAULT_NEIGHBOURS, parse_metrics, publish_test_model
 from nextwatch.localstack.redis_server import RedisServer, free_port
 from nextwatch.localstack.supervisor import Supervisor, http_ok
+from nextwatch.service.experiments import Experiment, Experiments
 from nextwatch.settings import Settings
 from nextwatch.store import Store
 
@@ -41,6 +44,10 @@ DATASOURCE_UID = "prometheus"
 PANELS_WITHOUT_DATA_HERE = {"Redis memory used", "Redis commands per second"}
 # Grafana picks $__rate_interval from the scrape interval; here one window covers the whole test.
 RATE_WINDOW = "1m"
+# $__range is the dashboard's time range (instant queries of table panels); longer than the test.
+DASHBOARD_RANGE = "10m"
+EXPERIMENT = "dash-arms"
+NEW_TITLE = "C1045"  # what every cache hit of the traffic recommends: out for an hour here
 
 
 def tool(name: str, package: str) -> str:
@@ -66,6 +73,19 @@ def dashboard_queries() -> list[tuple[str, str]]:
     dashboard = json.loads(DASHBOARD.read_text())
     return [(panel["title"], target["expr"]) for panel in panels(dashboard["panels"])
             for target in panel.get("targets", [])]
+
+
+def as_prometheus_runs_it(expr: str, window: str = RATE_WINDOW) -> str:
+    """A dashboard expression with Grafana's variables replaced as Grafana would."""
+    return expr.replace("$__rate_interval", window).replace("$__range", DASHBOARD_RANGE)
+
+
+def wilson_interval(hits: float, watches: float, z: float = 1.96) -> tuple[float, float]:
+    """The 95% Wilson score interval of hits / watches, written from its textbook form."""
+    p = hits / watches
+    centre = (p + z * z / (2 * watches)) / (1 + z * z / watches)
+    half = z / (1 + z * z / watches) * math.sqrt(p * (1 - p) / watches + z * z / (4 * watches * watches))
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def alert_rules() -> list[dict]:
@@ -190,6 +210,9 @@ class Traffic:
     def recommend(self, user: str) -> requests.Response:
         return requests.get(f"{self.base}/recommend/{user}", timeout=5)
 
+    def show(self, user: str, titles: list[str]) -> requests.Response:
+        return requests.post(f"{self.base}/impressions", json={"user_id": user, "content_ids": titles}, timeout=5)
+
 
 def drive_traffic(traffic: Traffic, round_: str) -> None:
     for i in range(12):
@@ -204,14 +227,34 @@ def drive_traffic(traffic: Traffic, round_: str) -> None:
                         timeout=5)
     assert bad.status_code == 400
     assert traffic.recommend("x" * 200).status_code == 400
+    for i in range(2):  # three titles shown, one of them watched: an impression hit rate of 1/3
+        assert traffic.show(f"{round_}I{i}", ["C1045", "C1011", "C000"]).status_code == 200
+        assert traffic.watch(f"{round_}I{i}", "C1045").status_code == 200
+
+
+def drive_experiment_traffic(traffic: Traffic, experiment: Experiment, round_: str) -> None:
+    """Per arm, four viewers watch C1010 (C1045 predicted); in arm A one of them watches C1045
+    next, in arm B three: hit rates of 1/5 and 3/7 in the round. No GET /recommend here, so
+    that every cache hit of the test is one of drive_traffic's (the new-title check counts on it)."""
+    candidates = [f"{round_}X{i}" for i in range(64)]
+    for arm, hitters in (("A", 1), ("B", 3)):
+        users = [user for user in candidates if experiment.arm_for(user).name == arm][:4]
+        assert len(users) == 4
+        for user in users:
+            answer = traffic.watch(user, "C1010").json()
+            assert (answer["experiment"], answer["arm"], answer["predicted_next"]) == (EXPERIMENT, arm, "C1045")
+        for user in users[:hitters]:
+            assert traffic.watch(user, "C1045").status_code == 200
 
 
 class PrometheusApi:
     def __init__(self, base: str):
         self.base = base
 
-    def query(self, expr: str) -> dict:
-        answer = requests.get(f"{self.base}/api/v1/query", params={"query": expr}, timeout=10)
+    def query(self, expr: str, at: float | None = None) -> dict:
+        """The instant query's data, evaluated now or at unix time ``at``."""
+        params = {"query": expr, **({"time": f"{at:.3f}"} if at is not None else {})}
+        answer = requests.get(f"{self.base}/api/v1/query", params=params, timeout=10)
         body = answer.json()
         assert answer.status_code == 200 and body["status"] == "success", f"{expr}\n{body}"
         return body["data"]
@@ -288,6 +331,10 @@ def scraped_stack(tmp_path_factory):
         model = store.models.load(first)  # published again as training does, with what it records
         model.trained_at = time.time() - 90
         store.models.publish(model, extra_meta={"duration_seconds": "42.5", "ndcg@10": "0.3125"})
+        store.catalog.save_info([{"content_id": NEW_TITLE, "available_from": time.time() - 3600}])
+        # Both arms serve the same predictions (the test model has no sequence network), so
+        # drive_traffic's answers hold whichever arm a viewer falls in.
+        experiment = Experiments(store).start(EXPERIMENT, ["A=current:50", "B=table:50"])
         store.close()
 
         api_base = f"http://127.0.0.1:{ports['nextwatch-api']}"
@@ -310,9 +357,11 @@ def scraped_stack(tmp_path_factory):
         # the first scrape would leave every rate at zero.
         prometheus.wait_for("the API scraped", lambda: prometheus.value('up{job="nextwatch-api"}') == 1)
         drive_traffic(traffic, "a")
+        drive_experiment_traffic(traffic, experiment, "a")  # creates the arms' series
         prometheus.wait_for("the first round scraped", scraped_up_to_now)
         redis = redis_outage(traffic, redis, prometheus)
         drive_traffic(traffic, "b")
+        drive_experiment_traffic(traffic, experiment, "b")  # counted in increase(): its series exist now
         worker_registered = spark_worker_registered(ports["spark-master"])
         deadline = time.monotonic() + 45
         while not worker_registered():
@@ -336,7 +385,7 @@ def test_prometheus_listens_on_loopback_only(scraped_stack):
 def test_every_dashboard_query_parses_and_the_api_panels_have_data(scraped_stack):
     empty = []
     for title, expr in dashboard_queries():
-        result = scraped_stack.query(expr.replace("$__rate_interval", RATE_WINDOW))["result"]
+        result = scraped_stack.query(as_prometheus_runs_it(expr))["result"]
         values = [float(sample["value"][1]) for sample in result]
         if title in PANELS_WITHOUT_DATA_HERE:
             continue
@@ -346,9 +395,9 @@ def test_every_dashboard_query_parses_and_the_api_panels_have_data(scraped_stack
 
 
 def test_the_dashboard_shows_what_the_traffic_did(scraped_stack):
-    def panel(title: str) -> list[dict]:
+    def panel(title: str, window: str = RATE_WINDOW) -> list[dict]:
         (expr, *_) = [expr for t, expr in dashboard_queries() if t == title]
-        return scraped_stack.query(expr.replace("$__rate_interval", RATE_WINDOW))["result"]
+        return scraped_stack.query(as_prometheus_runs_it(expr, window))["result"]
 
     statuses = {(s["metric"]["endpoint"], s["metric"]["status"]) for s in panel("Errors per second by endpoint and status")}
     assert {("/watched", "400"), ("/watched", "503"), ("/recommend/<user_id>", "400")} <= statuses
@@ -359,6 +408,35 @@ def test_the_dashboard_shows_what_the_traffic_did(scraped_stack):
     assert float(panel("Offline NDCG@10")[0]["value"][1]) == pytest.approx(0.3125)
     assert float(panel("Training duration")[0]["value"][1]) == pytest.approx(42.5)
     assert 0 < float(panel("Live hit rate of recommendations")[0]["value"][1]) < 1
+
+    # Over a window that holds the whole test, ratios of two counters that both start at 0 are
+    # exact (rate() extrapolates both alike): one watch for every three titles shown.
+    assert float(panel("Impression hit rate", DASHBOARD_RANGE)[0]["value"][1]) == pytest.approx(1 / 3)
+    # Every cache hit answered the new title, and no other answer did.
+    assert float(panel("New-title recommendations")[0]["value"][1]) > 0
+    (new_titles,) = [expr for t, expr in dashboard_queries() if t == "New-title recommendations"]
+    per_cache_hit = scraped_stack.value(f"({as_prometheus_runs_it(new_titles, DASHBOARD_RANGE)}) / "
+                                        f'sum(rate(cache_hits_total{{job="nextwatch-api"}}[{DASHBOARD_RANGE}]))')
+    assert per_cache_hit == pytest.approx(1.0)  # one query: both rates at the same instant
+
+
+def test_the_experiment_panel_gives_each_arm_its_hit_rate_and_wilson_interval(scraped_stack):
+    title = "Experiment arms: live hit rate with 95% confidence interval"
+    columns = ("hit rate", "lower", "upper", "watches", "hits")  # the table's targets A..E, in order
+    table: dict[str, dict[str, float]] = {}
+    at = time.time()  # the table's queries at one instant, as Grafana sends them: extrapolated alike
+    for column, expr in zip(columns, [expr for t, expr in dashboard_queries() if t == title], strict=True):
+        for sample in scraped_stack.query(as_prometheus_runs_it(expr), at)["result"]:
+            assert sample["metric"]["experiment"] == EXPERIMENT
+            table.setdefault(sample["metric"]["arm"], {})[column] = float(sample["value"][1])
+    assert set(table) == {"A", "B"}
+    for arm, row in table.items():
+        assert set(row) == set(columns), arm
+        # increase() extrapolates, so counts are not whole; the interval must fit what it shows.
+        assert 0 < row["hits"] < row["watches"], arm
+        assert row["hit rate"] == pytest.approx(row["hits"] / row["watches"]), arm
+        assert (row["lower"], row["upper"]) == pytest.approx(wilson_interval(row["hits"], row["watches"])), arm
+        assert 0 < row["lower"] < row["hit rate"] < row["upper"] < 1, arm
 
 
 def test_every_alert_expression_evaluates_on_real_series(scraped_stack):
