@@ -118,9 +118,10 @@ def stop_demo(process, ports: list[int] = ()):
 
 def test_demo_runs_the_contract_and_stops_cleanly(tmp_path):
     port, redis_port = free_port(), free_port()
-    process, output = start_demo(tmp_path, port, redis_port)
+    process, output = start_demo(tmp_path, port, redis_port, "--report-every", "1")
     try:
         assert "training the first model" in output
+        arrivals = re.search(r"added 4 new titles, out today and watched by nobody yet: (.*)", output).group(1).split(", ")
         assert f"curl http://localhost:{port}/recommend/U999" in output
         base = f"http://127.0.0.1:{port}"
         watched = requests.post(f"{base}/watched", json={"user_id": "U999", "content_id": "C1010"}, timeout=5).json()
@@ -134,15 +135,21 @@ def test_demo_runs_the_contract_and_stops_cleanly(tmp_path):
         metrics = requests.get(f"{base}/metrics", timeout=5).text
         for name in ("cache_hits_total", "cache_misses_total", "fallbacks_used_total"):
             assert name in metrics
+        # A viewer of the most popular film is shown the new film alike it, and the demo says so.
+        fan = requests.post(f"{base}/watched?k=10", json={"user_id": "U998", "content_id": "C000"}, timeout=5).json()
+        assert arrivals[0] in fan["recommendations"], (arrivals, fan)
+        time.sleep(3)
     finally:
         if process.poll() is None:
-            stop_demo(process)
+            output = stop_demo(process)
+    assert re.search(r"new titles \(out for at most a day\) were in [1-9]\d* of \d+ answers", output), output
 
     # Second start: same data folder, nothing regenerated or retrained before serving, the AOF
     # kept the state (the trainer trains again in the background, on its schedule).
     process, output = start_demo(tmp_path, port, redis_port)
     try:
         assert "already published" in output and "training" not in output
+        assert "new titles" not in output  # one batch a day
         again = requests.get(f"http://127.0.0.1:{port}/recommend/U999", timeout=5).json()
         assert again["recommendation"] == watched["predicted_next"] and again["cache_hit"] is True
     finally:

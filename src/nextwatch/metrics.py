@@ -22,6 +22,7 @@ fallbacks_used = Counter("fallbacks_used", "Answers from the fallback chain", ["
 watch_events = Counter("watch_events", "Watch events recorded (duplicates of an event id excluded)")
 prediction_hits = Counter("prediction_hits", "Watches of a title that the user's cached top-k had predicted")
 duplicate_events = Counter("duplicate_events", "Watch events answered from a remembered event id")
+recommendation_answers = Counter("recommendation_answers", "Answers of GET /recommend and POST /watched that name titles")
 new_title_recommendations = Counter("new_title_recommendations",
                                     "Answers that recommend a title out for at most a day")
 experiment_watches = Counter("experiment_watches", "Watches of users in an experiment, by arm",

@@ -38,6 +38,8 @@ def add_parser(subparsers):
                              "redis-server (started fresh each run)")
     parser.add_argument("--no-spark-cluster", action="store_true",
                         help="no Spark master and worker: the trainer runs Spark in local mode (lighter)")
+    parser.add_argument("--report-every", type=float, default=300.0, metavar="SECONDS",
+                        help="how often to report how many answers showed a title out today (default 300)")
     return parser
 
 
@@ -47,5 +49,6 @@ def run(args) -> int:
 
     options = DemoOptions(redis_port=args.redis_port, prometheus_port=args.prometheus_port, seed=args.seed,
                           retrain=args.retrain, train_every=args.train_every, spark_cluster=not args.no_spark_cluster,
-                          any_free_ports=args.any_free_ports, redis_cluster=args.redis_cluster)
+                          any_free_ports=args.any_free_ports, redis_cluster=args.redis_cluster,
+                          report_seconds=args.report_every)
     return run_demo(settings, options)

@@ -155,3 +155,17 @@ def _release_year(rng: np.random.Generator) -> int:
 
 def _pick(rng: np.random.Generator, words: tuple[str, ...]) -> str:
     return words[int(rng.integers(len(words)))]
+
+
+ARRIVALS_PER_BATCH = 4
+
+
+def new_arrivals(catalog: list[dict], batch: int, released_at: int) -> list[dict]:
+    """Films out today, that nobody has watched yet: ``N<batch><i>``, film i alike the i-th
+    most popular film of ``catalog`` (the same genres and maturity), so that the viewers of
+    those films are the ones a new title can reach through its metadata (``service/ranking``)."""
+    films = [title for title in catalog if title.get("kind") == "film"][:ARRIVALS_PER_BATCH]
+    return [{"content_id": f"N{batch:03d}{i}", "name": f"New: {film['name']} II", "kind": "film",
+             "genres": list(film["genres"]), "year": LAST_YEAR, "maturity": film.get("maturity", 0),
+             "available_from": released_at}
+            for i, film in enumerate(films)]

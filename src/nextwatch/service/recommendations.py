@@ -91,6 +91,7 @@ class RecommendationService:
             answer["predicted_next"] = ids[0]
             if k:
                 answer["recommendations"] = ids[:k]
+            self._count_new(ids[: k or 1])
         self._label(answer, variant)
         return answer
 
@@ -265,6 +266,9 @@ class RecommendationService:
 
     def _count_new(self, ids: list[str]) -> None:
         """Count answers that show a title out for at most a day (the demo reports how often)."""
+        if not ids:
+            return
+        metrics.recommendation_answers.inc()
         facets = self.titles.facets
         since = time.time() - NEW_TITLE_DAYS * 86_400
         for content_id in ids:
