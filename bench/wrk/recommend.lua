@@ -1,5 +1,5 @@
 -- GET /recommend/<user> for a user drawn at random per request.
--- Arguments (after `--`): users, user id prefix, seed.   e.g.  -- 10000 r 1
+-- Arguments (after `--`): users, user id prefix, seed, optional query string.   e.g.  -- 10000 r 1 ?k=10
 local thread_count = 0
 
 function setup(thread)
@@ -11,8 +11,9 @@ function init(args)
   users = tonumber(args[1] or "10000")
   prefix = args[2] or "r"
   math.randomseed(tonumber(args[3] or "1") * 1000 + thread_number)
+  query = args[4] or ""
 end
 
 function request()
-  return wrk.format("GET", "/recommend/" .. prefix .. math.random(0, users - 1))
+  return wrk.format("GET", "/recommend/" .. prefix .. math.random(0, users - 1) .. query)
 end
