@@ -143,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--neighbours", type=int, default=50)
     parser.add_argument("--event-ids", action="store_true")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--no-sequence", dest="sequence", action="store_false",
+                        help="a table-only model (default: with the sequence network, as bench/serve.py)")
     args = parser.parse_args(argv)
     py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     if py_spy is None:
