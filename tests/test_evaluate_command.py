@@ -121,3 +121,42 @@ def test_evaluate_trains_and_reports_the_sequence_model_within_its_time_box(demo
     if result["parameters"]["sequence_weight"] > 0:
         assert result["parameters"]["sequence_epochs"] == tuned["best_epoch"]
     assert "sequence model epoch 1: loss" in done.stderr  # progress on stderr, the JSON alone on stdout
+
+
+def test_evaluate_over_seeds_reports_each_seed_and_their_mean_and_standard_error(demo_events):
+    import os
+
+    from nextwatch.commands.evaluate import table
+
+    env = {**os.environ, "NEXTWATCH_SEQUENCE_MODEL": "auto", "NEXTWATCH_TRAIN_MINUTES": "3"}
+    done = subprocess.run([sys.executable, "-m", "nextwatch.cli", "evaluate", demo_events, "--format", "parquet",
+                           "--seeds", "2", "--json"], capture_output=True, text=True, timeout=900, env=env)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["ties"] == "pessimistic"
+    seeds = result["seeds"]
+    runs = seeds["runs"]
+    assert [r["seed"] for r in runs] == [0, 1]
+    # The table's grid is scored once; the second seed tunes only the network on the chosen point.
+    assert [r["grid_points"] for r in runs] == [12, 1]
+    assert all(r["validation_sequence"]["weights"] for r in runs)  # each seed's network was trained and tuned
+    for name in ("hr@10", "ndcg@10"):
+        a, b = runs[0][name], runs[1][name]
+        assert seeds["mean"][name] == pytest.approx((a + b) / 2, abs=1e-12)
+        # Sample std over sqrt(N): for two values, half their distance.
+        assert seeds["standard_error"][name] == pytest.approx(abs(a - b) / 2, abs=1e-12)
+    assert result["model"] == {m: pytest.approx((runs[0][m] + runs[1][m]) / 2, abs=1e-12) for m in METRICS}
+
+    # The baselines are computed once, as without seeds.
+    split = leave_last_out(read_events(demo_events, "parquet").events)
+    model = popularity_model(split.test_histories, split.n_items)
+    direct = evaluate_scorer(model.dense_scores, split.test_histories, split.test_targets, split.n_items)
+    assert result["popularity"] == {m: pytest.approx(direct[m], abs=1e-12) for m in METRICS}
+
+    printed = table(result)
+    for run in runs:
+        assert f"seed {run['seed']}: hr@10 {run['hr@10']:.4f} ndcg@10 {run['ndcg@10']:.4f}" in printed
+    mean, error = seeds["mean"], seeds["standard_error"]
+    assert (f"model over 2 seeds (mean ± standard error): hr@10 {mean['hr@10']:.4f} ± {error['hr@10']:.4f}, "
+            f"ndcg@10 {mean['ndcg@10']:.4f} ± {error['ndcg@10']:.4f}") in printed
+    assert "model (mean, 2 seeds)" in printed and "ties: pessimistic" in printed
