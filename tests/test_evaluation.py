@@ -14,6 +14,7 @@ from nextwatch.evaluation import (decayed_transition_model, evaluate_scorer, lea
                                   transition_model)
 from nextwatch.evaluation.baselines import transition_counts, truncate_rows
 from nextwatch.evaluation.metrics import _in_top_k, _in_top_k_exact
+from nextwatch.evaluation.seeds import mean_and_standard_error, seed_summary
 
 
 
@@ -203,3 +204,12 @@ def test_transition_counts_and_truncation():
     # The last title's row, then the one before it at weight 0.6, over popularity x 0.001.
     expected = decayed.popularity * 1e-3 + np.array([0.0, 0.6 * 2 / 3, 1.0 + 0.6 * 1 / 3])
     np.testing.assert_allclose(decayed.dense_scores(np.array([0, 1])), expected, rtol=1e-12)
+
+
+def test_mean_and_standard_error_over_seeds():
+    # 0.1, 0.2, 0.3: sample variance 0.01, standard error sqrt(0.01 / 3).
+    assert mean_and_standard_error([0.1, 0.2, 0.3]) == (pytest.approx(0.2), pytest.approx(math.sqrt(0.01 / 3)))
+    assert mean_and_standard_error([0.25]) == (0.25, None)  # unknown from one seed, not zero
+    summary = seed_summary([{"hr@10": 0.1, "ndcg@10": 0.05}, {"hr@10": 0.3, "ndcg@10": 0.05}], ("hr@10", "ndcg@10"))
+    assert summary == {"mean": {"hr@10": pytest.approx(0.2), "ndcg@10": pytest.approx(0.05)},
+                       "standard_error": {"hr@10": pytest.approx(0.1), "ndcg@10": 0.0}}
