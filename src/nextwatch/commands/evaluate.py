@@ -11,10 +11,11 @@ title with its score (``--ties pessimistic``, the default; ``evaluation/metrics.
 
 ``--seeds N`` trains the sequence network with seeds 0..N-1 and reports each seed's figures and
 their mean and standard error (``evaluation/seeds.py``); the model's row is the mean. The table's
-parameters are chosen on validation before the network has any part, so the grid is scored once
-and the later seeds tune only the network and its blend weight, on that table. Each seed gets
-the whole time box (NEXTWATCH_TRAIN_MINUTES) from its own start, so no seed's network trains for
-less time than another's because it came later. The baselines are deterministic: computed once.
+parameters are chosen on validation before the network has any part, so the grid is scored once,
+table alone; then each seed tunes only the network and its blend weight λ on the chosen table,
+and trains the final model. Each seed gets the whole time box (NEXTWATCH_TRAIN_MINUTES) from its
+own start, the grid outside it, so every seed's network has the same time. The baselines are
+deterministic: computed once.
 """
 
 from __future__ import annotations
@@ -115,8 +116,8 @@ def evaluate(path: str, fmt: str, spark_master: str = "local[2]", seeds: Sequenc
     }
     timing["baselines_seconds"] = time.monotonic() - baselines_started
 
-    runs, first = [], None
-    timing.update(tuning_seconds=0.0, final_fit_seconds=0.0, model_scoring_seconds=0.0)
+    runs = []
+    timing.update(final_fit_seconds=0.0, model_scoring_seconds=0.0)
     spark = spark_session(spark_master, app_name="nextwatch-evaluate", **{"spark.driver.memory": "4g"})
     try:
         with tempfile.TemporaryDirectory(prefix="nextwatch-evaluate-") as scratch:
@@ -125,19 +126,23 @@ def evaluate(path: str, fmt: str, spark_master: str = "local[2]", seeds: Sequenc
                                                                     pa, pq, np))
             test_events = spark.read.parquet(_write_histories(split.test_histories,
                                                               os.path.join(scratch, "test.parquet"), pa, pq, np))
+            tune_on = (split.validation_histories, split.validation_targets)
+            # The table's grid, once: its choice does not depend on the network or its seed.
+            tuning_started = time.monotonic()
+            _, table_tuning = fit_next_title(spark, validation_events, n_items, tune_on=tune_on)
+            timing["table_tuning_seconds"] = time.monotonic() - tuning_started
+            chosen_point = [{name: getattr(table_tuning.params, name) for name in ("gamma", "back", "eta")}]
+            timing["sequence_tuning_seconds"] = 0.0
             for seed in seeds:
                 run_started = time.monotonic()
-                deadline = (started if first is None else run_started) + time_box
+                deadline = run_started + time_box
                 options = None if sequence is None else dataclasses.replace(sequence, seed=seed)
-                # The first run scores the whole grid; the table it chose does not depend on the seed.
-                grid = {} if first is None else {"grid": [{name: getattr(first.params, name)
-                                                           for name in ("gamma", "back", "eta")}]}
-                _, tuning = fit_next_title(spark, validation_events, n_items,
-                                           tune_on=(split.validation_histories, split.validation_targets),
-                                           sequence=options, deadline=deadline, **grid)
-                first = first or tuning
+                tuning = table_tuning
+                if options is not None:  # the network and its blend weight, on the chosen table
+                    _, tuning = fit_next_title(spark, validation_events, n_items, tune_on=tune_on,
+                                               grid=chosen_point, sequence=options, deadline=deadline)
                 final_started = time.monotonic()
-                timing["tuning_seconds"] += final_started - run_started
+                timing["sequence_tuning_seconds"] += final_started - run_started
                 model, _ = fit_next_title(spark, test_events, n_items, params=tuning.params, sequence=options,
                                           deadline=deadline)
                 scoring_started = time.monotonic()
@@ -154,7 +159,7 @@ def evaluate(path: str, fmt: str, spark_master: str = "local[2]", seeds: Sequenc
     timing["total_seconds"] = time.monotonic() - started
     summary = seed_summary(runs, ("hr@10", "ndcg@10"))
     results["model"] = {name: mean_and_standard_error([r[name] for r in runs])[0] for name in METRICS}
-    params, first_run = first.params, runs[0]
+    params, first_run = table_tuning.params, runs[0]
     return {
         "dataset": path,
         "format": fmt,
@@ -174,7 +179,8 @@ def evaluate(path: str, fmt: str, spark_master: str = "local[2]", seeds: Sequenc
                        # the first seed's; 0 if the time box ran out before the final training
                        "sequence_weight": first_run["sequence_weight"],
                        "sequence_epochs": first_run["sequence_epochs"]},
-        "validation": {"chosen": first.holdout, "grid": first.grid, "sequence": first.sequence},
+        "validation": {"chosen": table_tuning.holdout, "grid": table_tuning.grid,
+                       "sequence": first_run["validation_sequence"]},
         "timing": {name: round(value, 2) for name, value in timing.items()},
     }
 
