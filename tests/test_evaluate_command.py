@@ -94,23 +94,30 @@ def test_evaluate_command_prints_the_model_next_to_the_baselines(demo_events):
         assert result[name] == {m: pytest.approx(direct[m], abs=1e-12) for m in METRICS}
     assert set(result["model"]) == set(METRICS)
     assert result["model"]["ndcg@10"] > result["popularity"]["ndcg@10"]
+    assert result["ties"] == "pessimistic"
+    (run,) = result["seeds"]["runs"]  # one seed: its figures are the model's, with no standard error
+    assert run["seed"] == 0 and {m: run[m] for m in METRICS} == result["model"]
+    assert result["seeds"]["standard_error"] == {"hr@10": None, "ndcg@10": None}
     assert {"gamma", "back", "eta", "window", "decay"} <= set(result["parameters"])
     assert len(result["validation"]["grid"]) == 12
     chosen = result["validation"]["chosen"]
     assert chosen["ndcg@10"] == max(point["ndcg@10"] for point in result["validation"]["grid"])
 
 
-def test_evaluate_trains_and_reports_the_sequence_model_within_its_time_box(demo_events):
+def test_evaluate_trains_the_sequence_model_over_seeds_within_its_time_box(demo_events):
+    """--seeds 2: each seed's network trained and tuned in its own time box, the table's grid
+    scored once, and the mean and standard error of the seeds' figures in the JSON and table."""
     import os
 
+    from nextwatch.commands.evaluate import table
     from nextwatch.training.fit import SEQUENCE_WEIGHTS
 
     env = {**os.environ, "NEXTWATCH_SEQUENCE_MODEL": "auto", "NEXTWATCH_TRAIN_MINUTES": "3"}
     done = subprocess.run([sys.executable, "-m", "nextwatch.cli", "evaluate", demo_events, "--format", "parquet",
-                           "--json"], capture_output=True, text=True, timeout=600, env=env)
+                           "--seeds", "2", "--json"], capture_output=True, text=True, timeout=900, env=env)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
-    tuned = result["validation"]["sequence"]
+    tuned = result["validation"]["sequence"]  # the first seed's
     weights = {point["weight"]: point["ndcg@10"] for point in tuned["weights"]}
     assert sorted(weights) == sorted(SEQUENCE_WEIGHTS)
     # λ 0 is the table alone (standardising keeps its order, up to rounding in near-ties).
@@ -121,3 +128,30 @@ def test_evaluate_trains_and_reports_the_sequence_model_within_its_time_box(demo
     if result["parameters"]["sequence_weight"] > 0:
         assert result["parameters"]["sequence_epochs"] == tuned["best_epoch"]
     assert "sequence model epoch 1: loss" in done.stderr  # progress on stderr, the JSON alone on stdout
+
+    assert result["ties"] == "pessimistic"
+    seeds = result["seeds"]
+    runs = seeds["runs"]
+    assert [r["seed"] for r in runs] == [0, 1]
+    assert runs[0]["validation_sequence"] == tuned
+    # The table's grid is scored once; each seed tunes only its network, on the chosen point.
+    assert len(result["validation"]["grid"]) == 12 and [r["grid_points"] for r in runs] == [1, 1]
+    assert sorted(point["weight"] for point in runs[1]["validation_sequence"]["weights"]) == sorted(SEQUENCE_WEIGHTS)
+    for name in ("hr@10", "ndcg@10"):
+        a, b = runs[0][name], runs[1][name]
+        assert seeds["mean"][name] == pytest.approx((a + b) / 2, abs=1e-12)
+        assert seeds["standard_error"][name] == pytest.approx(abs(a - b) / 2, abs=1e-12)  # std / sqrt(2), N=2
+    assert result["model"] == {m: pytest.approx((runs[0][m] + runs[1][m]) / 2, abs=1e-12) for m in METRICS}
+    # The baselines are deterministic: computed once, the same as without seeds.
+    split = leave_last_out(read_events(demo_events, "parquet").events)
+    direct = evaluate_scorer(popularity_model(split.test_histories, split.n_items).dense_scores,
+                             split.test_histories, split.test_targets, split.n_items)
+    assert result["popularity"] == {m: pytest.approx(direct[m], abs=1e-12) for m in METRICS}
+
+    printed = table(result)
+    for run in runs:
+        assert f"seed {run['seed']}: hr@10 {run['hr@10']:.4f} ndcg@10 {run['ndcg@10']:.4f}" in printed
+    mean, error = seeds["mean"], seeds["standard_error"]
+    assert (f"model over 2 seeds (mean ± standard error): hr@10 {mean['hr@10']:.4f} ± {error['hr@10']:.4f}, "
+            f"ndcg@10 {mean['ndcg@10']:.4f} ± {error['ndcg@10']:.4f}") in printed
+    assert "model (mean, 2 seeds)" in printed and "ties: pessimistic" in printed

@@ -1,26 +1,21 @@
 """The evaluation protocol on data with known answers: the one-pass 5-core filter, time order
 with ties in file order, hand-computed metrics on a 3-user toy, and the baselines against a
-plain transcription of reference_baselines.py."""
+plain transcription of reference_baselines.py under both tie rules (the script itself, on the
+shared data sets: test_reference_baselines.py)."""
 
 import collections
 import math
-import os
-import re
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from nextwatch.datasets.readers import Events, read_events
+from nextwatch.datasets.readers import Events
 from nextwatch.evaluation import (decayed_transition_model, evaluate_scorer, leave_last_out, popularity_model,
                                   transition_model)
 from nextwatch.evaluation.baselines import transition_counts, truncate_rows
 from nextwatch.evaluation.metrics import _in_top_k, _in_top_k_exact
+from nextwatch.evaluation.seeds import mean_and_standard_error, seed_summary
 
-REFERENCE = Path("/work/shared/tools/reference_baselines.py")
-ML100K = Path("/work/shared/data/ml-100k/u.data")
 
 
 def events_of(rows):
@@ -87,11 +82,18 @@ def test_metrics_on_a_three_user_toy():
     assert small["coverage@2"] == pytest.approx(4 / 6)  # {0, 1} / {1, 2} / {0, 3}
 
 
-def test_equal_scores_do_not_count_above_the_target_and_top_k_prefers_lower_codes():
-    scores = np.array([1.0, 1.0, 1.0, 0.0])
-    result = evaluate_scorer(lambda h: scores, [np.array([], dtype=np.int32)], np.array([2]), n_items=4, k=1)
-    assert result["hr@1"] == 1.0  # nothing strictly above title 2
-    assert result["coverage@1"] == 0.25  # only title 0 is shown
+def test_the_target_ranks_after_every_title_with_its_score_and_top_k_prefers_lower_codes():
+    scores = np.array([1.0, 1.0, 1.0, 0.0, 1.0])
+    # Title 2 ties with 0 and 1 (4 is watched): rank 2 pessimistic, 0 optimistic.
+    histories, targets = [np.array([4], dtype=np.int32)], np.array([2])
+    result = evaluate_scorer(lambda h: scores, histories, targets, n_items=5, k=3)
+    assert result["hr@3"] == 1.0 and result["ndcg@3"] == pytest.approx(1 / math.log2(4))
+    assert evaluate_scorer(lambda h: scores, histories, targets, n_items=5, k=2)["hr@2"] == 0.0
+    optimistic = evaluate_scorer(lambda h: scores, histories, targets, n_items=5, k=1, ties="optimistic")
+    assert optimistic["hr@1"] == 1.0 and optimistic["ndcg@1"] == 1.0
+    assert optimistic["coverage@1"] == 0.2  # only title 0 is shown
+    with pytest.raises(ValueError, match="ties must be one of pessimistic, optimistic"):
+        evaluate_scorer(lambda h: scores, histories, targets, n_items=5, ties="random")
 
 
 def test_scorer_must_score_every_title():
@@ -112,7 +114,7 @@ def test_fast_top_k_agrees_with_the_exact_one():
 
 
 # -- baselines against a transcription of reference_baselines.py ---------------------------------
-def reference_figures(rows):
+def reference_figures(rows, pessimistic):
     """reference_baselines.py, line for line, on in-memory (user, item, timestamp) rows."""
     rows = [(u, i, t, n) for n, (u, i, t) in enumerate(rows)]
     uc = collections.Counter(r[0] for r in rows)
@@ -139,6 +141,8 @@ def reference_figures(rows):
             sc = score_fn(s).astype(float)
             sc[s] = -np.inf
             rank = int((sc > sc[test[u]]).sum())
+            if pessimistic:
+                rank += int((sc == sc[test[u]]).sum()) - 1
             if rank < 10:
                 hr, nd = hr + 1, nd + 1 / math.log2(rank + 2)
         return hr / len(train), nd / len(train)
@@ -174,15 +178,17 @@ def synthetic_rows(seed=0, users=60, items=40):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_baselines_reproduce_the_reference(seed):
+@pytest.mark.parametrize("ties", ["pessimistic", "optimistic"])
+def test_baselines_reproduce_the_reference(seed, ties):
     rows = synthetic_rows(seed)
     split = leave_last_out(events_of(rows))
     ours = []
     for build in (popularity_model, transition_model, decayed_transition_model):
         model = build(split.test_histories, split.n_items)
-        result = evaluate_scorer(model.dense_scores, split.test_histories, split.test_targets, split.n_items)
+        result = evaluate_scorer(model.dense_scores, split.test_histories, split.test_targets, split.n_items,
+                                 ties=ties)
         ours.append((result["hr@10"], result["ndcg@10"]))
-    np.testing.assert_allclose(ours, reference_figures(rows), atol=1e-12)
+    np.testing.assert_allclose(ours, reference_figures(rows, ties == "pessimistic"), atol=1e-12)
 
 
 def test_transition_counts_and_truncation():
@@ -194,20 +200,16 @@ def test_transition_counts_and_truncation():
     assert offsets.tolist() == [0, 1, 2, 3] and codes.tolist() == [1, 2, 2]
 
     decayed = decayed_transition_model(histories, 3)
-    assert decayed.neighbour_scores.tolist() == pytest.approx([2 / 3, 1 / 3, 1.0, 1.0])  # rows sum to 1
+    assert decayed.model().neighbour_scores.tolist() == pytest.approx([2 / 3, 1 / 3, 1.0, 1.0])  # rows sum to 1
+    # The last title's row, then the one before it at weight 0.6, over popularity x 0.001.
+    expected = decayed.popularity * 1e-3 + np.array([0.0, 0.6 * 2 / 3, 1.0 + 0.6 * 1 / 3])
+    np.testing.assert_allclose(decayed.dense_scores(np.array([0, 1])), expected, rtol=1e-12)
 
 
-def test_ml100k_matches_reference_baselines_script():
-    """The one test that reads the shared data: our figures against the reference script's."""
-    if not (REFERENCE.exists() and ML100K.exists()):
-        pytest.skip(f"needs {REFERENCE} and {ML100K} (MovieLens is not redistributed with the project)")
-    printed = subprocess.run([sys.executable, str(REFERENCE), str(ML100K), "ml100k"], capture_output=True,
-                             text=True, check=True, env={**os.environ, "PYTHONHASHSEED": "0"}).stdout
-    expected = [tuple(map(float, m)) for m in re.findall(r"HR@10 ([\d.]+)\s+NDCG@10 ([\d.]+)", printed)]
-    split = leave_last_out(read_events(ML100K, "movielens-100k").events)
-    ours = []
-    for build in (popularity_model, transition_model, decayed_transition_model):
-        model = build(split.test_histories, split.n_items)
-        result = evaluate_scorer(model.dense_scores, split.test_histories, split.test_targets, split.n_items)
-        ours.append((round(result["hr@10"], 4), round(result["ndcg@10"], 4)))
-    assert len(expected) == 3 and ours == expected
+def test_mean_and_standard_error_over_seeds():
+    # 0.1, 0.2, 0.3: sample variance 0.01, standard error sqrt(0.01 / 3).
+    assert mean_and_standard_error([0.1, 0.2, 0.3]) == (pytest.approx(0.2), pytest.approx(math.sqrt(0.01 / 3)))
+    assert mean_and_standard_error([0.25]) == (0.25, None)  # unknown from one seed, not zero
+    summary = seed_summary([{"hr@10": 0.1, "ndcg@10": 0.05}, {"hr@10": 0.3, "ndcg@10": 0.05}], ("hr@10", "ndcg@10"))
+    assert summary == {"mean": {"hr@10": pytest.approx(0.2), "ndcg@10": pytest.approx(0.05)},
+                       "standard_error": {"hr@10": pytest.approx(0.1), "ndcg@10": 0.0}}

@@ -5,11 +5,22 @@ The split leaves each user's last event out for the test and the one before it f
 The model's parameters are tuned on the validation targets, with models built (by the same Spark
 fit as production) from the events before them; the tested model is built from everything
 before the test targets with the chosen parameters. Every model is scored over the full catalog
-with ``NextTitleModel.dense_scores``, the scorer serving uses.
+with ``NextTitleModel.dense_scores``, the scorer serving uses (the baselines with their own float64
+scorer, so that they rank exactly as ``reference_baselines.py``). A target ranks after every
+title with its score (``--ties pessimistic``, the default; ``evaluation/metrics.py``).
+
+``--seeds N`` trains the sequence network with seeds 0..N-1 and reports each seed's figures and
+their mean and standard error (``evaluation/seeds.py``); the model's row is the mean. The table's
+parameters are chosen on validation before the network has any part, so the grid is scored once,
+table alone; then each seed tunes only the network and its blend weight λ on the chosen table,
+and trains the final model. Each seed gets the whole time box (NEXTWATCH_TRAIN_MINUTES) from its
+own start, the grid outside it, so every seed's network has the same time. The baselines are
+deterministic: computed once.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import logging
@@ -17,10 +28,13 @@ import os
 import sys
 import tempfile
 import time
+from typing import Sequence
 
 from ..datasets.readers import EVENT_FORMATS
+from ..evaluation.metrics import TIES
 
 METRICS = ("hr@10", "ndcg@10", "mrr@10", "coverage@10")
+log = logging.getLogger(__name__)
 
 
 def add_parser(subparsers):
@@ -32,10 +46,23 @@ def add_parser(subparsers):
     parser.add_argument("--format", required=True, choices=EVENT_FORMATS, dest="fmt", help="the file's format")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--spark-master", default="local[2]", help="Spark master URL (default local[2])")
-    parser.add_argument("--sequence-seed", type=int, default=0,
-                        help="seed of the sequence model's initial weights and batches (default 0): "
-                             "run a few to see how much its figures move with chance")
+    seeds = parser.add_mutually_exclusive_group()
+    seeds.add_argument("--sequence-seed", type=int, default=0,
+                       help="seed of the sequence model's initial weights and batches (default 0)")
+    seeds.add_argument("--seeds", type=_positive, metavar="N",
+                       help="train the sequence model with seeds 0..N-1 and report each, their mean and "
+                            "standard error: how much its figures move with chance")
+    parser.add_argument("--ties", choices=TIES, default="pessimistic",
+                        help="where a target ranks among titles with its score: after all of them "
+                             "(pessimistic, the default) or before (optimistic, as many published scripts)")
     return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def run(args) -> int:
@@ -44,35 +71,41 @@ def run(args) -> int:
         return 2
     # Progress (stage times, the sequence model's epochs) on stderr; the result on stdout.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    result = evaluate(args.dataset, args.fmt, args.spark_master, sequence_seed=args.sequence_seed)
+    seeds = range(args.seeds) if args.seeds else [args.sequence_seed]
+    result = evaluate(args.dataset, args.fmt, args.spark_master, seeds=seeds, ties=args.ties)
     print(json.dumps(result, sort_keys=True) if args.json else table(result), flush=True)
     return 0
 
 
-def evaluate(path: str, fmt: str, spark_master: str = "local[2]", sequence_seed: int = 0) -> dict:
+def evaluate(path: str, fmt: str, spark_master: str = "local[2]", seeds: Sequence[int] = (0,),
+             ties: str = "pessimistic") -> dict:
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from ..datasets.readers import read_events
     from ..evaluation import decayed_transition_model, evaluate_scorer, leave_last_out, popularity_model
+    from ..evaluation.seeds import mean_and_standard_error, seed_summary
     from ..settings import load_settings
     from ..training.fit import fit_next_title
     from ..training.sequence import options_from as sequence_options
     from ..training.spark import spark_session
 
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("needs at least one seed")
     settings = load_settings()
     sequence = sequence_options(settings)
-    if sequence is not None:
-        sequence = dataclasses.replace(sequence, seed=sequence_seed)
+    if sequence is None:
+        seeds = seeds[:1]  # without the network the model is deterministic: one run says it all
     started = time.monotonic()
-    deadline = started + settings.train_minutes * 60  # the trainer's time box, for the whole evaluation
+    time_box = settings.train_minutes * 60  # the trainer's time box, for each seed's run
     split = leave_last_out(read_events(path, fmt).events)
     n_items = split.n_items
     timing = {"split_seconds": time.monotonic() - started}
 
     def scored(model, histories, targets) -> dict:
-        metrics = evaluate_scorer(model.dense_scores, histories, targets, n_items)
+        metrics = evaluate_scorer(model.dense_scores, histories, targets, n_items, ties=ties)
         return {name: float(metrics[name]) for name in METRICS}
 
     baselines_started = time.monotonic()
@@ -83,6 +116,8 @@ def evaluate(path: str, fmt: str, spark_master: str = "local[2]", sequence_seed:
     }
     timing["baselines_seconds"] = time.monotonic() - baselines_started
 
+    runs = []
+    timing.update(final_fit_seconds=0.0, model_scoring_seconds=0.0)
     spark = spark_session(spark_master, app_name="nextwatch-evaluate", **{"spark.driver.memory": "4g"})
     try:
         with tempfile.TemporaryDirectory(prefix="nextwatch-evaluate-") as scratch:
@@ -91,35 +126,61 @@ def evaluate(path: str, fmt: str, spark_master: str = "local[2]", sequence_seed:
                                                                     pa, pq, np))
             test_events = spark.read.parquet(_write_histories(split.test_histories,
                                                               os.path.join(scratch, "test.parquet"), pa, pq, np))
+            tune_on = (split.validation_histories, split.validation_targets)
+            # The table's grid, once: its choice does not depend on the network or its seed.
             tuning_started = time.monotonic()
-            _, tuning = fit_next_title(spark, validation_events, n_items,
-                                       tune_on=(split.validation_histories, split.validation_targets),
-                                       sequence=sequence, deadline=deadline)
-            timing["tuning_seconds"] = time.monotonic() - tuning_started
-            final_started = time.monotonic()
-            model, _ = fit_next_title(spark, test_events, n_items, params=tuning.params, sequence=sequence,
-                                      deadline=deadline)
-            timing["final_fit_seconds"] = time.monotonic() - final_started
+            _, table_tuning = fit_next_title(spark, validation_events, n_items, tune_on=tune_on)
+            timing["table_tuning_seconds"] = time.monotonic() - tuning_started
+            chosen_point = [{name: getattr(table_tuning.params, name) for name in ("gamma", "back", "eta")}]
+            timing["sequence_tuning_seconds"] = 0.0
+            for seed in seeds:
+                run_started = time.monotonic()
+                deadline = run_started + time_box
+                options = None if sequence is None else dataclasses.replace(sequence, seed=seed)
+                tuning = table_tuning
+                if options is not None:  # the network and its blend weight, on the chosen table
+                    _, tuning = fit_next_title(spark, validation_events, n_items, tune_on=tune_on,
+                                               grid=chosen_point, sequence=options, deadline=deadline)
+                final_started = time.monotonic()
+                timing["sequence_tuning_seconds"] += final_started - run_started
+                model, _ = fit_next_title(spark, test_events, n_items, params=tuning.params, sequence=options,
+                                          deadline=deadline)
+                scoring_started = time.monotonic()
+                timing["final_fit_seconds"] += scoring_started - final_started
+                figures = scored(model, split.test_histories, split.test_targets)
+                timing["model_scoring_seconds"] += time.monotonic() - scoring_started
+                runs.append({"seed": seed, **figures, "sequence_weight": model.sequence_weight,
+                             "sequence_epochs": tuning.params.sequence_epochs if model.has_sequence else 0,
+                             "grid_points": len(tuning.grid), "validation_sequence": tuning.sequence,
+                             "seconds": round(time.monotonic() - run_started, 2)})
+                log.info("seed %d: model hr@10 %.4f ndcg@10 %.4f", seed, figures["hr@10"], figures["ndcg@10"])
     finally:
         spark.stop()
-    scoring_started = time.monotonic()
-    results["model"] = scored(model, split.test_histories, split.test_targets)
-    timing["model_scoring_seconds"] = time.monotonic() - scoring_started
     timing["total_seconds"] = time.monotonic() - started
-    params = tuning.params
+    summary = seed_summary(runs, ("hr@10", "ndcg@10"))
+    results["model"] = {name: mean_and_standard_error([r[name] for r in runs])[0] for name in METRICS}
+    params, first_run = table_tuning.params, runs[0]
     return {
         "dataset": path,
         "format": fmt,
+        "ties": ties,
         "users": len(split.users),
         "items": n_items,
         "events": split.events,
         **results,
+        "seeds": {"runs": runs, **summary,
+                  "note": None if sequence is not None else "no sequence network (NEXTWATCH_SEQUENCE_MODEL=off, or "
+                                                            "PyTorch not installed): the model is deterministic, "
+                                                            "one run"},
         "parameters": {"model": params.model, "gamma": params.gamma, "back": params.back, "eta": params.eta,
                        "max_lead": params.max_lead, "max_user_titles": params.max_user_titles,
                        "top_n": params.top_n, "window": params.window, "decay": params.decay,
-                       "popularity_weight": params.popularity_weight, "sequence_weight": model.sequence_weight,  # 0 if the time box ran out before the final training
-                       "sequence_epochs": params.sequence_epochs if model.has_sequence else 0},
-        "validation": {"chosen": tuning.holdout, "grid": tuning.grid, "sequence": tuning.sequence},
+                       "popularity_weight": params.popularity_weight,
+                       # the first seed's; 0 if the time box ran out before the final training
+                       "sequence_weight": first_run["sequence_weight"],
+                       "sequence_epochs": first_run["sequence_epochs"]},
+        "validation": {"chosen": table_tuning.holdout, "grid": table_tuning.grid,
+                       "sequence": first_run["validation_sequence"]},
         "timing": {name: round(value, 2) for name, value in timing.items()},
     }
 
@@ -151,8 +212,25 @@ def _sequence_line(result: dict) -> str:
             f"{by_weight}")
 
 
+def _seed_lines(result: dict) -> list[str]:
+    """Each seed's figures and their mean and standard error; nothing for a single run."""
+    seeds = result["seeds"]
+    runs = seeds["runs"]
+    if len(runs) < 2:
+        return [seeds["note"]] if seeds.get("note") else []
+    lines = [f"seed {r['seed']}: hr@10 {r['hr@10']:.4f} ndcg@10 {r['ndcg@10']:.4f} "
+             f"(sequence weight {r['sequence_weight']:g}, {r['sequence_epochs']} epochs)" for r in runs]
+    mean, error = seeds["mean"], seeds["standard_error"]
+    lines.append(f"model over {len(runs)} seeds (mean ± standard error): "
+                 f"hr@10 {mean['hr@10']:.4f} ± {error['hr@10']:.4f}, ndcg@10 {mean['ndcg@10']:.4f} ± "
+                 f"{error['ndcg@10']:.4f}")
+    return lines
+
+
 def table(result: dict) -> str:
-    rows = [("model (Spark, tuned)", result["model"]), ("decayed transitions", result["decayed_transitions"]),
+    runs = len(result["seeds"]["runs"])
+    model_label = "model (Spark, tuned)" if runs == 1 else f"model (mean, {runs} seeds)"
+    rows = [(model_label, result["model"]), ("decayed transitions", result["decayed_transitions"]),
             ("popularity", result["popularity"])]
     lines = [f"{result['dataset']} ({result['format']}): {result['users']} users, {result['items']} items, "
              f"{result['events']} events", "",
@@ -165,6 +243,9 @@ def table(result: dict) -> str:
                   f"(validation hr@10={chosen.get('hr@10', float('nan')):.4f} "
                   f"ndcg@10={chosen.get('ndcg@10', float('nan')):.4f}); window={p['window']} decay={p['decay']} "
                   f"top_n={p['top_n']} popularity_weight={p['popularity_weight']}",
-              _sequence_line(result),
+              _sequence_line(result) + (" (first seed)" if runs > 1 else ""),
+              *_seed_lines(result),
+              f"ties: {result['ties']} (the target ranks {'after' if result['ties'] == 'pessimistic' else 'before'} "
+              f"every title with its score)",
               "timing: " + ", ".join(f"{k.replace('_seconds', '')} {v:.1f} s" for k, v in result["timing"].items())]
     return "\n".join(lines)

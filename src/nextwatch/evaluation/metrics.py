@@ -1,7 +1,11 @@
 """Ranking metrics over the full catalog, as the protocol (``protocol.py``) defines them.
 
-A user's rank of the target is the number of titles, outside the user's history, that score
-strictly above it; a target the user has already watched is a miss. From the ranks:
+A user's rank of the target is the number of other titles, outside the user's history, that
+score at least as high as it (``ties="pessimistic"``, the default): the target ranks after
+every title with an equal score, so a model gains nothing from scoring many titles alike. The
+rule of many published scripts, ``ties="optimistic"``, counts only the titles strictly above
+it; it is kept to compare with figures measured that way. A target the user has already
+watched is a miss. From the ranks:
 HR@k (target in the top k), NDCG@k (1 / log2(rank + 2) when in the top k), MRR@k
 (1 / (rank + 1) when in the top k); and catalog coverage@k, the share of all titles that
 appear in at least one user's top k (equal scores go to the lower code, as ``recommend``).
@@ -15,16 +19,20 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["evaluate_scorer", "rank_block", "summarise"]
+__all__ = ["TIES", "evaluate_scorer", "rank_block", "summarise"]
+
+TIES = ("pessimistic", "optimistic")  # where the target ranks among titles with its score
 
 PROBE_COLUMNS_PER_K = 16  # see _in_top_k
 MISS = np.iinfo(np.int64).max  # the rank of a target the user has already watched
 
 
 def rank_block(scores: np.ndarray, histories: Sequence[np.ndarray], targets: np.ndarray,
-               k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+               k: int = 10, ties: str = "pessimistic") -> tuple[np.ndarray, np.ndarray]:
     """For a block of users (``scores``: one row of scores over all titles per user), each
-    target's rank and, per title, whether it is in some user's top ``k``."""
+    target's rank under the ``ties`` rule (module docstring) and, per title, whether it is in
+    some user's top ``k``."""
+    _check_ties(ties)
     scores = np.array(scores, dtype=np.float64)  # a copy: history titles are masked in it
     rows = np.repeat(np.arange(len(histories)), [len(h) for h in histories])
     watched = np.zeros(scores.shape, dtype=bool)
@@ -33,7 +41,11 @@ def rank_block(scores: np.ndarray, histories: Sequence[np.ndarray], targets: np.
         watched[rows, columns] = True
         scores[rows, columns] = -np.inf
     users = np.arange(len(targets))
-    ranks = (scores > scores[users, targets][:, None]).sum(axis=1).astype(np.int64)
+    target_scores = scores[users, targets][:, None]
+    if ties == "pessimistic":  # the target's own score is among those >= it: not counted
+        ranks = ((scores >= target_scores) & ~watched).sum(axis=1).astype(np.int64) - 1
+    else:
+        ranks = (scores > target_scores).sum(axis=1).astype(np.int64)
     ranks[watched[users, targets]] = MISS
     return ranks, _in_top_k(scores, ~watched, k)
 
@@ -51,9 +63,11 @@ def summarise(ranks: np.ndarray, shown: np.ndarray, k: int = 10) -> dict:
 
 
 def evaluate_scorer(score_fn: Callable[[np.ndarray], np.ndarray], histories: Sequence[np.ndarray],
-                    targets: np.ndarray, n_items: int, k: int = 10, block_size: int = 128) -> dict:
+                    targets: np.ndarray, n_items: int, k: int = 10, block_size: int = 128,
+                    ties: str = "pessimistic") -> dict:
     """Metrics of ``score_fn`` (history codes -> scores over all ``n_items`` titles, as
-    ``NextTitleModel.dense_scores``) on each user's ``targets``."""
+    ``NextTitleModel.dense_scores``) on each user's ``targets``, ranked under ``ties``."""
+    _check_ties(ties)
     if len(histories) != len(targets):
         raise ValueError(f"histories and targets must have one entry per user: {len(histories)} != {len(targets)}")
     targets = np.asarray(targets, dtype=np.int64)
@@ -64,9 +78,14 @@ def evaluate_scorer(score_fn: Callable[[np.ndarray], np.ndarray], histories: Seq
         scores = np.stack([np.asarray(score_fn(h), dtype=np.float64) for h in histories[block]])
         if scores.shape[1] != n_items:
             raise ValueError(f"score_fn must return {n_items} scores, got {scores.shape[1]}")
-        ranks[block], block_shown = rank_block(scores, histories[block], targets[block], k)
+        ranks[block], block_shown = rank_block(scores, histories[block], targets[block], k, ties)
         shown |= block_shown
     return summarise(ranks, shown, k)
+
+
+def _check_ties(ties: str) -> None:
+    if ties not in TIES:
+        raise ValueError(f"ties must be one of {', '.join(TIES)}, got {ties!r}")
 
 
 def _in_top_k(scores: np.ndarray, allowed: np.ndarray, k: int) -> np.ndarray:
