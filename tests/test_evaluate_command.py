@@ -155,3 +155,33 @@ def test_evaluate_trains_the_sequence_model_over_seeds_within_its_time_box(demo_
     assert (f"model over 2 seeds (mean ± standard error): hr@10 {mean['hr@10']:.4f} ± {error['hr@10']:.4f}, "
             f"ndcg@10 {mean['ndcg@10']:.4f} ± {error['ndcg@10']:.4f}") in printed
     assert "model (mean, 2 seeds)" in printed and "ties: pessimistic" in printed
+
+
+def test_evaluate_with_rules_shows_what_a_blocklist_costs(demo_events, tmp_path):
+    """--rules: the model scored again with the rules applied as serving applies them. Blocking
+    the most common test target makes every user who watched it next a miss."""
+    import collections
+    import os
+
+    split = leave_last_out(read_events(demo_events, "parquet").events)
+    target, count = collections.Counter(split.test_targets.tolist()).most_common(1)[0]
+    rules_file = tmp_path / "rules.json"
+    rules_file.write_text(json.dumps({"blocklist": [str(split.items[target])],
+                                      "boosts": [{"content_id": str(split.items[0]), "weight": 0.5}]}))
+    env = {**os.environ, "NEXTWATCH_SEQUENCE_MODEL": "off"}
+    done = subprocess.run([sys.executable, "-m", "nextwatch.cli", "evaluate", demo_events, "--format", "parquet",
+                           "--rules", str(rules_file), "--json"], capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    ruled = result["rules"]["model_with_rules"]
+    assert result["rules"]["file"]["blocklist"] == [str(split.items[target])]
+    assert result["rules"]["ndcg@10_cost"] == pytest.approx(result["model"]["ndcg@10"] - ruled["ndcg@10"])
+    assert result["rules"]["ndcg@10_cost"] > 0 and ruled["hr@10"] < result["model"]["hr@10"]
+    # At most the users whose target is not blocked can still hit.
+    assert ruled["hr@10"] <= (len(split.users) - count) / len(split.users)
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"boosts": {"C1": 1}}))
+    refused = subprocess.run([sys.executable, "-m", "nextwatch.cli", "evaluate", demo_events, "--format", "parquet",
+                              "--rules", str(bad)], capture_output=True, text=True, timeout=120, env=env)
+    assert refused.returncode == 2 and "boosts" in refused.stderr

@@ -31,6 +31,7 @@ import time
 from typing import Sequence
 
 from ..datasets.readers import EVENT_FORMATS
+from ..errors import NextwatchError
 from ..evaluation.metrics import TIES
 
 METRICS = ("hr@10", "ndcg@10", "mrr@10", "coverage@10")
@@ -55,6 +56,10 @@ def add_parser(subparsers):
     parser.add_argument("--ties", choices=TIES, default="pessimistic",
                         help="where a target ranks among titles with its score: after all of them "
                              "(pessimistic, the default) or before (optimistic, as many published scripts)")
+    parser.add_argument("--rules", metavar="FILE",
+                        help="also score the model with these deployment rules applied (a JSON file as "
+                             "`nextwatch rules set` takes: blocklist, boosts; continue_watching needs series "
+                             "metadata, which the data sets lack) and report what they cost in NDCG")
     return parser
 
 
@@ -72,13 +77,43 @@ def run(args) -> int:
     # Progress (stage times, the sequence model's epochs) on stderr; the result on stdout.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     seeds = range(args.seeds) if args.seeds else [args.sequence_seed]
-    result = evaluate(args.dataset, args.fmt, args.spark_master, seeds=seeds, ties=args.ties)
+    rules = None
+    if args.rules:
+        try:
+            rules = _read_rules(args.rules)
+        except (OSError, ValueError, NextwatchError) as problem:
+            print(f"nextwatch evaluate: {args.rules}: {getattr(problem, 'detail', problem)}", file=sys.stderr)
+            return 2
+    result = evaluate(args.dataset, args.fmt, args.spark_master, seeds=seeds, ties=args.ties, rules=rules)
     print(json.dumps(result, sort_keys=True) if args.json else table(result), flush=True)
     return 0
 
 
+def _read_rules(path: str):
+    from ..service.rules import Rules
+
+    with open(path, encoding="utf-8") as f:
+        return Rules.parse(json.load(f), version=0)
+
+
+def _rule_adjustments(rules, items):
+    """The rules over the split's title codes, as serving applies them (``service/rules.py``,
+    ``model/adjustments.py``): blocked titles not allowed, boosts in spreads of each user's
+    scores. Continue watching needs series metadata, which the evaluated files lack."""
+    import numpy as np
+
+    from ..model.adjustments import Adjustments
+
+    code_of = {str(content_id): code for code, content_id in enumerate(items)}.get
+    allowed = np.ones(len(items), dtype=bool)
+    allowed[rules.blocked_codes(code_of)] = False
+    boosts = rules.boost_codes(code_of)
+    return Adjustments(allowed=allowed, boost_codes=None if boosts is None else boosts[0],
+                       boost_weights=None if boosts is None else boosts[1])
+
+
 def evaluate(path: str, fmt: str, spark_master: str = "local[2]", seeds: Sequence[int] = (0,),
-             ties: str = "pessimistic") -> dict:
+             ties: str = "pessimistic", rules=None) -> dict:
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -104,9 +139,12 @@ def evaluate(path: str, fmt: str, spark_master: str = "local[2]", seeds: Sequenc
     n_items = split.n_items
     timing = {"split_seconds": time.monotonic() - started}
 
-    def scored(model, histories, targets) -> dict:
-        metrics = evaluate_scorer(model.dense_scores, histories, targets, n_items, ties=ties)
+    def scored(model, histories, targets, adjustments=None) -> dict:
+        score = model.dense_scores if adjustments is None else (lambda h: model.dense_scores(h, adjustments))
+        metrics = evaluate_scorer(score, histories, targets, n_items, ties=ties)
         return {name: float(metrics[name]) for name in METRICS}
+
+    adjustments = None if rules is None else _rule_adjustments(rules, split.items)
 
     baselines_started = time.monotonic()
     results = {
@@ -148,6 +186,9 @@ def evaluate(path: str, fmt: str, spark_master: str = "local[2]", seeds: Sequenc
                 scoring_started = time.monotonic()
                 timing["final_fit_seconds"] += scoring_started - final_started
                 figures = scored(model, split.test_histories, split.test_targets)
+                if adjustments is not None:
+                    ruled = scored(model, split.test_histories, split.test_targets, adjustments)
+                    figures.update({f"{name} with rules": ruled[name] for name in METRICS})
                 timing["model_scoring_seconds"] += time.monotonic() - scoring_started
                 runs.append({"seed": seed, **figures, "sequence_weight": model.sequence_weight,
                              "sequence_epochs": tuning.params.sequence_epochs if model.has_sequence else 0,
@@ -159,6 +200,12 @@ def evaluate(path: str, fmt: str, spark_master: str = "local[2]", seeds: Sequenc
     timing["total_seconds"] = time.monotonic() - started
     summary = seed_summary(runs, ("hr@10", "ndcg@10"))
     results["model"] = {name: mean_and_standard_error([r[name] for r in runs])[0] for name in METRICS}
+    if rules is not None:
+        with_rules = {name: mean_and_standard_error([r[f"{name} with rules"] for r in runs])[0] for name in METRICS}
+        results["rules"] = {"file": rules.to_json(), "model_with_rules": with_rules,
+                            "ndcg@10_cost": results["model"]["ndcg@10"] - with_rules["ndcg@10"],
+                            "not_applied": ["continue_watching (no series metadata in the data set)"]
+                            if rules.continue_watching else []}
     params, first_run = table_tuning.params, runs[0]
     return {
         "dataset": path,
@@ -230,8 +277,10 @@ def _seed_lines(result: dict) -> list[str]:
 def table(result: dict) -> str:
     runs = len(result["seeds"]["runs"])
     model_label = "model (Spark, tuned)" if runs == 1 else f"model (mean, {runs} seeds)"
-    rows = [(model_label, result["model"]), ("decayed transitions", result["decayed_transitions"]),
-            ("popularity", result["popularity"])]
+    rows = [(model_label, result["model"])]
+    if "rules" in result:
+        rows.append(("  with the rules", result["rules"]["model_with_rules"]))
+    rows += [("decayed transitions", result["decayed_transitions"]), ("popularity", result["popularity"])]
     lines = [f"{result['dataset']} ({result['format']}): {result['users']} users, {result['items']} items, "
              f"{result['events']} events", "",
              f"{'':22}" + "".join(f"{name:>13}" for name in METRICS)]
@@ -239,6 +288,11 @@ def table(result: dict) -> str:
         lines.append(f"{name:22}" + "".join(f"{metrics[m]:>13.4f}" for m in METRICS))
     p = result["parameters"]
     chosen = result["validation"]["chosen"] or {}
+    if "rules" in result:
+        rules = result["rules"]
+        lines += ["", f"rules: {len(rules['file']['blocklist'])} blocked, {len(rules['file']['boosts'])} boosted; "
+                      f"they cost {rules['ndcg@10_cost']:.4f} NDCG@10"
+                      + "".join(f"; not applied: {what}" for what in rules["not_applied"])]
     lines += ["", f"chosen on validation: gamma={p['gamma']} back={p['back']} eta={p['eta']} "
                   f"(validation hr@10={chosen.get('hr@10', float('nan')):.4f} "
                   f"ndcg@10={chosen.get('ndcg@10', float('nan')):.4f}); window={p['window']} decay={p['decay']} "

@@ -81,9 +81,9 @@ class Ranker:
         mask = allowed
         if mask is self.titles.available() and self.titles.all_available:
             mask = None  # nothing filtered out: the model's own (faster) ranking
-        adjustments = Adjustments(allowed=mask, boost_codes=self._boost_codes(rules),
-                                  boost_weights=np.array([w for _, w in rules.boosts], dtype=np.float64)
-                                  if rules.boosts else None, first=first, demoted=demoted)
+        boosts = rules.boost_codes(self.titles.known_code)
+        adjustments = Adjustments(allowed=mask, boost_codes=None if boosts is None else boosts[0],
+                                  boost_weights=None if boosts is None else boosts[1], first=first, demoted=demoted)
         codes = model.recommend(history, k, with_sequence=variant.config != CONFIG_TABLE, adjustments=adjustments)
         new = self._new_title(model, history, allowed, codes)
         if new is not None:
@@ -110,17 +110,10 @@ class Ranker:
             allowed = titles.facets.allowed(filters, allowed, titles.known_code)
         if rules.blocklist:
             allowed = allowed.copy()
-            for content_id in rules.blocklist:
-                code = titles.known_code(content_id)
-                if code is not None and code < len(allowed):
+            for code in rules.blocked_codes(titles.known_code):
+                if code < len(allowed):
                     allowed[code] = False
         return allowed
-
-    def _boost_codes(self, rules: Rules) -> np.ndarray | None:
-        if not rules.boosts:
-            return None
-        codes = [self.titles.known_code(content_id) for content_id, _ in rules.boosts]
-        return np.array([c if c is not None else np.iinfo(np.int64).max for c in codes], dtype=np.int64)
 
     def _next_episode(self, rules: Rules, history: np.ndarray, allowed: np.ndarray) -> int | None:
         """With continue watching on: the episode after the user's last title, unless watched."""

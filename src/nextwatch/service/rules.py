@@ -17,7 +17,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import threading
+from typing import Callable
 import time
+
+import numpy as np
 
 from ..errors import Conflict, InvalidInput, StoreUnavailable
 from ..ids import validate_id
@@ -72,8 +75,22 @@ class Rules:
                    continue_watching)
 
     def to_json(self) -> dict:
-        return {"version": self.version, "blocklist": sorted(self.blocklist), "boosts": [{"content_id": title, "weight": weight} for title, weight in self.boosts],
+        return {"version": self.version, "blocklist": sorted(self.blocklist),
+                "boosts": [{"content_id": title, "weight": weight} for title, weight in self.boosts],
                 "continue_watching": self.continue_watching}
+
+    def blocked_codes(self, code_of: Callable[[str], int | None]) -> list[int]:
+        """The blocklist as title codes (``code_of``: content id -> code, None if unknown)."""
+        return [code for code in map(code_of, self.blocklist) if code is not None]
+
+    def boost_codes(self, code_of: Callable[[str], int | None]) -> tuple[np.ndarray, np.ndarray] | None:
+        """(codes, weights) of the boosts, for ``model.adjustments.Adjustments``; a title
+        ``code_of`` does not know gets a code past every catalog, so it boosts nothing."""
+        if not self.boosts:
+            return None
+        codes = [code_of(content_id) for content_id, _ in self.boosts]
+        return (np.array([c if c is not None else np.iinfo(np.int64).max for c in codes], dtype=np.int64),
+                np.array([weight for _, weight in self.boosts], dtype=np.float64))
 
 
 class RuleBook:
