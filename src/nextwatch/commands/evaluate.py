@@ -98,7 +98,7 @@ def evaluate(path: str, fmt: str, spark_master: str = "local[2]", sequence_seed:
             timing["tuning_seconds"] = time.monotonic() - tuning_started
             final_started = time.monotonic()
             model, _ = fit_next_title(spark, test_events, n_items, params=tuning.params, sequence=sequence,
-                                      deadline=deadline)
+                                      deadline=deadline, warm_start=tuning.sequence_network)
             timing["final_fit_seconds"] = time.monotonic() - final_started
     finally:
         spark.stop()
