@@ -53,6 +53,25 @@ def test_unknown_titles_are_skipped_and_empty_histories_score_zero():
     assert not model.scores(np.array([40])).any()
 
 
+def test_the_softmax_loss_is_cross_entropy_with_its_gradients():
+    from nextwatch.training.sequence import _softmax_loss
+
+    generator = torch.Generator().manual_seed(0)
+    states = torch.randn(40, 16, generator=generator, dtype=torch.float64)
+    items = 0.3 * torch.randn(300, 16, generator=generator, dtype=torch.float64)
+    labels = torch.randint(0, 300, (40,), generator=generator)
+    figures = []
+    for loss_of in (lambda s, i: torch.nn.functional.cross_entropy(s @ i.T, labels),
+                    lambda s, i: _softmax_loss(torch).apply(s, i, labels)):
+        s, i = states.clone().requires_grad_(), items.clone().requires_grad_()
+        loss = loss_of(s, i)
+        (3.0 * loss).backward()  # a scale from above reaches both gradients
+        figures.append((loss.item(), s.grad, i.grad))
+    (plain, plain_states, plain_items), (fused, fused_states, fused_items) = figures
+    assert fused == pytest.approx(plain, abs=1e-12)
+    assert torch.allclose(fused_states, plain_states, atol=1e-12) and torch.allclose(fused_items, plain_items, atol=1e-12)
+
+
 def stride_histories(users: int, titles: int, seed: int):
     """Each user steps through the titles by a stride of their own (1, 2 or 3): from the last
     title alone the next is ambiguous, from the last two it is certain."""
