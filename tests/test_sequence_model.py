@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import re
 
 import numpy as np
 import pytest
@@ -16,7 +18,8 @@ from nextwatch.model.blend import top_codes
 from nextwatch.model.next_title import standardised, standardised_rows
 from nextwatch.model.sequence import SequenceModel
 from nextwatch.training.fit import SEQUENCE_WEIGHTS, FitParams, fit_next_title
-from nextwatch.training.sequence import SequenceOptions, _export, _network, train_sequence_model
+from nextwatch.training.sequence import TIME_CAP, SequenceOptions, _export, _network, train_sequence_model
+from nextwatch.training.sequence_fit import FINAL_EPOCHS
 
 SMALL = SequenceOptions(dim=16, blocks=2, heads=2, dropout=0.0, max_length=8, seed=3)
 
@@ -50,6 +53,25 @@ def test_unknown_titles_are_skipped_and_empty_histories_score_zero():
     assert not model.scores(np.array([40])).any()
 
 
+def test_the_softmax_loss_is_cross_entropy_with_its_gradients():
+    from nextwatch.training.sequence import _softmax_loss
+
+    generator = torch.Generator().manual_seed(0)
+    states = torch.randn(40, 16, generator=generator, dtype=torch.float64)
+    items = 0.3 * torch.randn(300, 16, generator=generator, dtype=torch.float64)
+    labels = torch.randint(0, 300, (40,), generator=generator)
+    figures = []
+    for loss_of in (lambda s, i: torch.nn.functional.cross_entropy(s @ i.T, labels),
+                    lambda s, i: _softmax_loss(torch).apply(s, i, labels)):
+        s, i = states.clone().requires_grad_(), items.clone().requires_grad_()
+        loss = loss_of(s, i)
+        (3.0 * loss).backward()  # a scale from above reaches both gradients
+        figures.append((loss.item(), s.grad, i.grad))
+    (plain, plain_states, plain_items), (fused, fused_states, fused_items) = figures
+    assert fused == pytest.approx(plain, abs=1e-12)
+    assert torch.allclose(fused_states, plain_states, atol=1e-12) and torch.allclose(fused_items, plain_items, atol=1e-12)
+
+
 def stride_histories(users: int, titles: int, seed: int):
     """Each user steps through the titles by a stride of their own (1, 2 or 3): from the last
     title alone the next is ambiguous, from the last two it is certain."""
@@ -74,12 +96,30 @@ def test_training_learns_a_rule_that_needs_the_sequence():
     assert report.holdout_ndcg[report.best_epoch - 1] > report.holdout_ndcg[0]
 
 
-def test_training_for_given_epochs_and_budget():
+def test_training_for_given_epochs_the_time_cap_and_a_warm_start(caplog):
+    import time
+
     histories = stride_histories(100, 11, seed=1)
-    _, report = train_sequence_model(histories, 11, dataclasses.replace(SMALL, max_epochs=50), epochs=2)
+    trained, report = train_sequence_model(histories, 11, dataclasses.replace(SMALL, max_epochs=50), epochs=2)
     assert (report.epochs, report.best_epoch, report.stopped_by, report.holdout_ndcg) == (2, 2, "epochs", [])
-    _, report = train_sequence_model(histories, 11, dataclasses.replace(SMALL, seconds=0.0), epochs=5)
-    assert (report.epochs, report.stopped_by) == (1, "budget")
+    assert not report.time_capped and "time cap reached" not in caplog.text
+    passed = time.monotonic()  # a cap already reached: not a single batch runs
+    fresh, report = train_sequence_model(histories, 11, SMALL, epochs=5, cap=passed)
+    assert (report.epochs, report.stopped_by, report.time_capped) == (0, TIME_CAP, True)
+    assert "time cap reached" in caplog.text
+    # Started from a trained network and stopped before a batch: that network, array for array
+    # (loading is the inverse of exporting).
+    again, _ = train_sequence_model(histories, 11, SMALL, epochs=1, start=trained, cap=passed)
+    assert again.arrays.keys() == trained.arrays.keys()
+    assert all(np.array_equal(again.arrays[name], trained.arrays[name]) for name in trained.arrays)
+    assert not np.array_equal(fresh.arrays["items"], trained.arrays["items"])
+    # Continued for an epoch, it moves on from there, not from fresh weights.
+    continued, report = train_sequence_model(histories, 11, SMALL, epochs=1, start=trained)
+    assert report.epochs == 1
+    moved = np.abs(continued.arrays["items"] - trained.arrays["items"]).mean()
+    assert 0 < moved < np.abs(fresh.arrays["items"] - trained.arrays["items"]).mean()
+    with pytest.raises(ValueError, match="titles"):
+        train_sequence_model(histories, 12, SMALL, epochs=1, start=trained)
 
 
 @pytest.fixture
@@ -159,12 +199,22 @@ def test_fit_tunes_the_weight_on_the_holdout_and_retrains_for_the_chosen_epochs(
     assert report.params.sequence_epochs == tuned["best_epoch"]
     assert model.has_sequence and model.sequence_weight == report.params.sequence_weight
     assert model.params["sequence_weight"] == report.params.sequence_weight
+    # The holdout ended tuning, and the final training continued the tuned network.
+    assert tuned["stopped_by"] in ("patience", "epochs") and report.sequence_stopped_by == tuned["stopped_by"]
+    assert not report.time_capped
+    assert tuned["final"] == {**tuned["final"], "start": "tuned", "epochs": FINAL_EPOCHS, "stopped_by": "epochs"}
 
-    # Given params (evaluate's final fit): no holdout, the recorded epochs, the recorded weight.
+    # Given params: no holdout, the recorded weight; the recorded epochs from fresh weights, or
+    # FINAL_EPOCHS more from a tuned network (evaluate's final fit).
     given = dataclasses.replace(report.params, sequence_weight=8.0, sequence_epochs=2)
     again, again_report = fit_next_title(spark, stride_events(spark, histories), titles, params=given,
                                          sequence=options)
-    assert again.has_sequence and again.sequence_weight == 8.0 and again_report.sequence is None
+    assert again.has_sequence and again.sequence_weight == 8.0
+    assert again_report.sequence == {**again_report.sequence, "start": "fresh", "epochs": 2, "stopped_by": "epochs"}
+    warm, warm_report = fit_next_title(spark, stride_events(spark, histories), titles, params=given,
+                                       sequence=options, warm_start=report.sequence_network)
+    assert warm.has_sequence and warm_report.sequence["start"] == "tuned"
+    assert warm_report.sequence["epochs"] == FINAL_EPOCHS and not warm_report.time_capped
     without, _ = fit_next_title(spark, stride_events(spark, histories), titles, params=given)
     assert not without.has_sequence
 
@@ -185,7 +235,9 @@ def test_train_publishes_the_blend_and_a_cache_miss_serves_it(settings, store, s
     with_sequence = dataclasses.replace(settings, sequence_model="auto", train_minutes=2.0)
 
     tuned = train(with_sequence, store, spark, [str(path)], include_event_log=False)
-    tuning = json.loads(store.models.metadata(tuned.version)["sequence_tuning"])
+    meta = store.models.metadata(tuned.version)
+    tuning = json.loads(meta["sequence_tuning"])
+    assert meta["time_capped"] == "0" and meta["sequence_stopped_by"] == tuning["stopped_by"] != TIME_CAP
     chosen = store.models.load(tuned.version).params["sequence_weight"]
     best = max(w["ndcg@10"] for w in tuning["weights"])
     assert chosen == min(w["weight"] for w in tuning["weights"] if w["ndcg@10"] == best)
@@ -210,6 +262,37 @@ def test_train_publishes_the_blend_and_a_cache_miss_serves_it(settings, store, s
     assert got["recommendations"] == [codes[c] for c in model.recommend(history, 5)]
 
 
+def test_a_capped_run_is_recorded_counted_and_listed(settings, store, spark, tmp_path):
+    """From the cap to the metadata, the gauge model_training_time_capped and `nextwatch models list`."""
+    import subprocess
+    import sys
+
+    from conftest import scrape
+    from nextwatch.api import create_app
+    from nextwatch.training import train
+
+    path = tmp_path / "events.csv"
+    path.write_text("user_id,content_id,timestamp\n" + "".join(
+        f"u{u},T{code:02d},{step}\n" for u, h in enumerate(stride_histories(60, 23, seed=6)) for step, code in enumerate(h)))
+    capped = dataclasses.replace(settings, sequence_model="auto", train_minutes=1e-6)  # reached before the network
+    version = train(capped, store, spark, [str(path)], include_event_log=False).version
+    meta = store.models.metadata(version)
+    assert (meta["time_capped"], meta["sequence_stopped_by"]) == ("1", TIME_CAP)
+    client = create_app(capped, store).test_client()
+    assert scrape(client)["model_training_time_capped"] == 1.0
+    listed = subprocess.run([sys.executable, "-m", "nextwatch.cli", "models", "list"], capture_output=True, text=True,
+                            timeout=60, env={**os.environ, "NEXTWATCH_REDIS_URL": settings.redis_url,
+                                             "NEXTWATCH_KEY_PREFIX": settings.key_prefix})
+    assert listed.returncode == 0, listed.stderr
+    assert re.search(r'(^| )time_capped=1( |$)', listed.stdout, re.M)
+    assert re.search(r'(^| )sequence_stopped_by="time cap"( |$)', listed.stdout, re.M)
+    assert "time cap reached" in listed.stdout
+
+    uncapped = dataclasses.replace(settings, sequence_model="off")  # nothing to cap: the gauge reads 0
+    train(uncapped, store, spark, [str(path)], include_event_log=False)
+    assert scrape(client)["model_training_time_capped"] == 0.0
+
+
 def test_the_time_box_leaves_the_table_alone_when_it_is_spent(spark):
     import time
 
@@ -217,9 +300,12 @@ def test_the_time_box_leaves_the_table_alone_when_it_is_spent(spark):
     spent = time.monotonic()  # a deadline already passed
     model, report = fit_next_title(spark, stride_events(spark, histories), 23, sequence=SMALL, deadline=spent)
     assert not model.has_sequence and report.params.sequence_weight == 0 and "skipped" in report.sequence
+    assert report.time_capped and report.sequence_stopped_by == TIME_CAP
     given = FitParams(sequence_weight=2.0, sequence_epochs=3)
-    model, _ = fit_next_title(spark, stride_events(spark, histories), 23, params=given, sequence=SMALL, deadline=spent)
+    model, report = fit_next_title(spark, stride_events(spark, histories), 23, params=given, sequence=SMALL,
+                                   deadline=spent)
     assert not model.has_sequence and model.params["sequence_weight"] == 0
+    assert report.time_capped and report.sequence_stopped_by == TIME_CAP
 
 
 # -- the fast blended scorer (model/blend.py) against the blend written plainly ----------------

@@ -143,7 +143,7 @@ class Settings:
     rate_limit_burst: float | None = None  # None: twice the rate
     api_url: str = "http://127.0.0.1:5000"  # where clients (the notebook) reach a running API
     sequence_model: str = "auto"  # train the sequence model: auto (when PyTorch is installed) or off
-    train_minutes: float = 14.0  # time box of one training run (the sequence model gets what is left)
+    train_minutes: float = 14.0  # safety cap of one training run (the holdout chooses the network's epochs)
     shards: int = 64  # user shards, each with its own event-log stream (and hash slot in a cluster)
     write_replicas: int = 0  # replicas that must hold a watch before POST /watched answers 2xx
     write_replicas_timeout_seconds: float = 0.5  # how long POST /watched waits for them
@@ -209,8 +209,8 @@ SETTINGS_SPEC: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "sequence_model": ("SEQUENCE_MODEL", _choice("auto", "off"),
                        "train the sequence model beside the table: auto (when PyTorch is installed) or off"),
     "train_minutes": ("TRAIN_MINUTES", _number(float, 0.1, 24 * 60, unit=" minutes"),
-                      "time box of one training run: the table always completes, the sequence model "
-                      "trains in the time it leaves"),
+                      "safety cap of one training run: the holdout chooses the sequence model's epochs; "
+                      "the cap stops it only if reached first (time_capped in the model's metadata)"),
     "shards": ("SHARDS", _integer(1, 1024),
                "user shards, each with its own event-log stream and hash slot; fixed once data is written"),
     "write_replicas": ("WRITE_REPLICAS", _integer(0, 16),

@@ -182,7 +182,7 @@ def evaluate(path: str, fmt: str, spark_master: str = "local[2]", seeds: Sequenc
                 final_started = time.monotonic()
                 timing["sequence_tuning_seconds"] += final_started - run_started
                 model, _ = fit_next_title(spark, test_events, n_items, params=tuning.params, sequence=options,
-                                          deadline=deadline)
+                                          deadline=deadline, warm_start=tuning.sequence_network)
                 scoring_started = time.monotonic()
                 timing["final_fit_seconds"] += scoring_started - final_started
                 figures = scored(model, split.test_histories, split.test_targets)

@@ -5,6 +5,7 @@ The same operations as GET /admin/models, POST /admin/models/<version>/activate 
 next request; cached predictions of the old version are not served again.
 """
 
+import json
 import sys
 import time
 
@@ -59,8 +60,16 @@ def _list(registry: dict) -> None:
         published = meta.pop("published_at", None)
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(published))) if published else "?"
         meta.pop("version", None)
-        details = " ".join(f"{key}={value}" for key, value in meta.items() if _listed(key))
+        details = " ".join(f"{key}={_shown(value)}" for key, value in meta.items() if _listed(key))
         print(f"{'*' if entry['current'] else ' '} {entry['version']:>7}  {when:<19}  {details}")
+        if meta.get("time_capped") == "1":
+            print(f"{'':30}time cap reached: NEXTWATCH_TRAIN_MINUTES stopped the sequence model's training "
+                  "before its holdout did")
+
+
+def _shown(value: str) -> str:
+    """A value as one word of the line: quoted when it has spaces (sequence_stopped_by="time cap")."""
+    return json.dumps(value) if " " in value else value
 
 
 def _listed(key: str) -> bool:

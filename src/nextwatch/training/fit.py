@@ -12,16 +12,15 @@ Two variants behind one name (``FitParams.model``):
 - ``"transitions"``: P(next | title) over consecutive events (``transitions.py``), the
   original model, kept selectable.
 
-With ``sequence`` options (and PyTorch), a sequence model (``sequence.py``) is trained beside the
-neighbour table: first on the tuning events, keeping its best epoch on the holdout, where its
-blend weight λ is chosen from ``SEQUENCE_WEIGHTS`` (0 keeps the table alone); then, when λ > 0,
-again on all the events for that many epochs. ``FitParams`` records λ and the epochs, so a fit
-with given params (``evaluate``'s final one) trains the same way without a holdout.
+With ``sequence`` options (and PyTorch), a sequence model is trained beside the neighbour table
+(``sequence_fit.py``): first on the tuning events until the holdout says stop, where its blend
+weight λ is chosen; then, when λ > 0, on all the events, continuing the tuned network.
+``FitParams`` records λ and the epochs, so a fit with given params trains without a holdout
+(from the tuned network when the caller passes it as ``warm_start``: ``evaluate``'s final fit).
 
-``deadline`` (a ``time.monotonic()`` value) is the run's time box: the table is always built;
-the network's first training gets half of what is left once the time of a final table build is
-set aside, its second training the rest. With under ``MIN_SEQUENCE_SECONDS`` for a training,
-the table is kept alone, and the report says so.
+``deadline`` (a ``time.monotonic()`` value) is the run's safety cap, not a budget: the table is
+always built, and the network stops early only if the cap comes first (``time_capped`` in the
+report; the time of a final table build is set aside for it).
 """
 
 from __future__ import annotations
@@ -38,11 +37,12 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from ..evaluation.metrics import evaluate_scorer, rank_block, summarise
+from ..evaluation.metrics import evaluate_scorer
 from ..model import NextTitleModel, PositionWeights
-from ..model.next_title import standardised_rows, unwatched_mask
 from .neighbours import audiences, ordered, pair_sums, ranked_neighbours, user_sequences
-from .sequence import SequenceOptions, train_sequence_model
+from ..model.sequence import SequenceModel
+from .sequence import TIME_CAP, SequenceOptions
+from .sequence_fit import SEQUENCE_WEIGHTS, final_sequence, tune_sequence  # noqa: F401  (read here by callers)
 from .transitions import next_title_candidates
 
 log = logging.getLogger(__name__)
@@ -55,10 +55,6 @@ HOLDOUT_USERS = 10_000  # users sampled for the inner holdout
 # sample of users holding about this many events; only the final build grows with the data.
 TUNING_EVENTS = 2_000_000
 MIN_HOLDOUT_EVENTS = 3
-# Less time than this left for one training of the network: the table alone (it would not learn).
-MIN_SEQUENCE_SECONDS = 30.0
-# λ of z(table) + λ z(sequence): 0 is the table alone; the largest leave the table to break ties.
-SEQUENCE_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,7 +107,10 @@ class FitReport:
     grid: list[dict]  # every tried point with its metrics
     events: int  # events the returned model was built from
     seconds: float
-    sequence: dict | None = None  # the sequence model's tuning: epochs, holdout curve, λ tried
+    sequence: dict | None = None  # the sequence model's tuning: epochs, holdout curve, λ tried, final training
+    sequence_network: SequenceModel | None = None  # the tuned network, to continue in a final fit (warm_start)
+    sequence_stopped_by: str | None = None  # "patience", "epochs" or "time cap" (None: no network trained)
+    time_capped: bool = False  # the run's cap ended a training of the network before its rule did
 
 
 def fit_next_title(spark: SparkSession, events: DataFrame, titles: TitleCodes | int,
@@ -119,7 +118,8 @@ def fit_next_title(spark: SparkSession, events: DataFrame, titles: TitleCodes | 
                    grid: Sequence[dict] = GRID, order_column: str | None = None, base: FitParams = FitParams(),
                    holdout_users: int = HOLDOUT_USERS, tuning_events: int = TUNING_EVENTS,
                    seed: int = 0, sequence: SequenceOptions | None = None,
-                   deadline: float | None = None) -> tuple[NextTitleModel, FitReport]:
+                   deadline: float | None = None,
+                   warm_start: SequenceModel | None = None) -> tuple[NextTitleModel, FitReport]:
     """Build a model from ``events`` (``user_id``, ``content_id`` or ``code``, ``timestamp``,
     optionally ``order_column`` for timestamp ties).
 
@@ -129,8 +129,9 @@ def fit_next_title(spark: SparkSession, events: DataFrame, titles: TitleCodes | 
     (histories, targets as title codes; the model is built from all ``events``) or else on an
     inner holdout of each user's last event (the final model is then rebuilt from all events);
     beyond ``tuning_events`` events the holdout is taken from a seeded sample of users with
-    about that many events. ``sequence``: also train the sequence model, within ``deadline``
-    (module docstring).
+    about that many events. ``sequence``: also train the sequence model, ``deadline`` its
+    safety cap; ``warm_start``: the network a tuning fit returned (``FitReport.sequence_network``),
+    continued instead of trained afresh (module docstring).
     """
     started = time.monotonic()
     title_count = titles if isinstance(titles, int) else titles.title_count
@@ -138,21 +139,24 @@ def fit_next_title(spark: SparkSession, events: DataFrame, titles: TitleCodes | 
     if params is not None or base.model == "transitions":
         chosen = params or base
         model, n_events = _build(coded, chosen, _popularity(coded, title_count), order_column)
+        report = FitReport(chosen, None, [], n_events, 0.0)
         if sequence is not None and chosen.sequence_weight > 0:
-            model = _with_sequence(model, coded, order_column, chosen, sequence, deadline)
-        return model, FitReport(chosen, None, [], n_events, time.monotonic() - started)
+            model = _final_sequence(model, coded, order_column, chosen, sequence, deadline, warm_start, report)
+        report.seconds = time.monotonic() - started
+        return model, report
 
-    sequence_tuning = None
+    tuned = None
     if tune_on is not None:
         histories, targets = tune_on
         targets = np.asarray(targets)
-        model, chosen, tried, holdout, n_events = _tune(coded, base, grid, title_count, order_column, histories,
-                                                        targets, keep_model=True)
+        model, chosen, tried, holdout, n_events, table_seconds = _tune(coded, base, grid, title_count, order_column,
+                                                                       histories, targets, keep_model=True)
         if sequence is not None:
-            chosen, sequence_tuning, sequence_model = _tune_sequence(
-                model, _histories(coded, order_column), histories, targets, chosen, sequence,
-                _first_budget(sequence, deadline, time.monotonic() - started))
-            model = _attached(model, sequence_model, chosen)
+            tuned = tune_sequence(model, _histories(coded, order_column), histories, targets, chosen, sequence,
+                                  _tuning_cap(deadline, table_seconds), _timed)
+            chosen = tuned.params
+            model = _attached(model, tuned.network, chosen)
+        report = FitReport(chosen, holdout, tried, n_events, 0.0)
     else:
         with _timed("holdout split"):
             counted = _popularity(coded, title_count)  # the final build's, and the sample's total
@@ -160,20 +164,28 @@ def fit_next_title(spark: SparkSession, events: DataFrame, titles: TitleCodes | 
             positioned, train_part, histories, targets = _inner_holdout(sample, order_column, holdout_users, seed)
         try:
             if len(targets):
-                holdout_model, chosen, tried, holdout, _ = _tune(train_part, base, grid, title_count, "pos",
-                                                                 histories, targets, keep_model=sequence is not None)
+                holdout_model, chosen, tried, holdout, _, table_seconds = _tune(
+                    train_part, base, grid, title_count, "pos", histories, targets, keep_model=sequence is not None)
                 if sequence is not None:
-                    chosen, sequence_tuning, _ = _tune_sequence(
-                        holdout_model, _histories(train_part, "pos"), histories, targets, chosen, sequence,
-                        _first_budget(sequence, deadline, time.monotonic() - started))
+                    tuned = tune_sequence(holdout_model, _histories(train_part, "pos"), histories, targets, chosen,
+                                          sequence, _tuning_cap(deadline, table_seconds), _timed)
+                    chosen = tuned.params
             else:  # nobody has enough events to hold one out: the defaults
                 chosen, tried, holdout = base, [], None
         finally:
             positioned.unpersist()
         model, n_events = _build(coded, chosen, counted, order_column)
+        report = FitReport(chosen, holdout, tried, n_events, 0.0)
         if sequence is not None and chosen.sequence_weight > 0:
-            model = _with_sequence(model, coded, order_column, chosen, sequence, deadline)
-    return model, FitReport(chosen, holdout, tried, n_events, time.monotonic() - started, sequence_tuning)
+            model = _final_sequence(model, coded, order_column, chosen, sequence, deadline,
+                                    tuned.network if tuned else None, report)
+    if tuned is not None:
+        report.sequence = {**tuned.report, **({"final": report.sequence} if report.sequence else {})}
+        report.sequence_network = tuned.network
+        report.time_capped = report.time_capped or tuned.stopped_by == TIME_CAP
+        report.sequence_stopped_by = TIME_CAP if report.time_capped else tuned.stopped_by
+    report.seconds = time.monotonic() - started
+    return model, report
 
 
 def _histories(coded: DataFrame, order_column: str | None) -> list[np.ndarray]:
@@ -186,69 +198,27 @@ def _histories(coded: DataFrame, order_column: str | None) -> list[np.ndarray]:
         return [codes[offsets[i]: offsets[i + 1]] for i in range(len(offsets) - 1)]
 
 
-def _first_budget(options: SequenceOptions, deadline: float | None, table_seconds: float) -> float:
-    """Seconds for the network's first training: half of what the deadline leaves once a final
-    table build (about as long as the table took so far) is set aside."""
-    if deadline is None:
-        return options.seconds
-    return min(options.seconds, (deadline - time.monotonic() - table_seconds) / 2)
+def _tuning_cap(deadline: float | None, table_seconds: float) -> float | None:
+    """The cap of the network's tuning: the run's, less a final table build, which is always made:
+    at most as long as the tuning's tables of every grid point, built in one pass (``table_seconds``;
+    on Amazon Beauty 87 s against 20 s for the final one, while the whole table tuning, scoring
+    the grid included, took 320 s)."""
+    return None if deadline is None else deadline - table_seconds
 
 
-def _tune_sequence(table_model: NextTitleModel, train_histories: list[np.ndarray], histories, targets: np.ndarray,
-                   chosen: FitParams, options: SequenceOptions, seconds: float):
-    """Train the sequence model on ``train_histories`` within ``seconds``, keeping its best epoch
-    on the holdout (``histories``, ``targets``), then choose λ there with ``table_model``: the
-    params with λ and the epochs, what was tried, and the sequence model (None: no time)."""
-    if seconds < MIN_SEQUENCE_SECONDS:
-        log.warning("%.0f s left for the sequence model: training the table alone", max(seconds, 0.0))
-        return chosen, {"skipped": f"{max(seconds, 0.0):.0f} s left of the run's time box"}, None
-    with _timed("sequence model on the tuning events"):
-        network, report = train_sequence_model(train_histories, table_model.title_count,
-                                               dataclasses.replace(options, seconds=seconds),
-                                               holdout=(histories, targets))
-    with _timed("choosing the sequence model's weight"):
-        by_weight = _blend_metrics(table_model, network, histories, targets, SEQUENCE_WEIGHTS)
-    best = max(SEQUENCE_WEIGHTS, key=lambda w: (by_weight[w]["ndcg@10"], -w))  # equal: the smaller λ
-    log.info("sequence weight %s chosen: holdout NDCG@10 %.4f (table alone %.4f)", best,
-             by_weight[best]["ndcg@10"], by_weight[0.0]["ndcg@10"])
-    tuning = {"epochs": report.epochs, "best_epoch": report.best_epoch, "stopped_by": report.stopped_by,
-              "seconds": round(report.seconds, 1), "holdout_ndcg_by_epoch": [round(v, 5) for v in report.holdout_ndcg],
-              "weights": [{"weight": w, "hr@10": m["hr@10"], "ndcg@10": m["ndcg@10"]} for w, m in by_weight.items()]}
-    chosen = dataclasses.replace(chosen, sequence_weight=best, sequence_epochs=report.best_epoch if best > 0 else 0)
-    return chosen, tuning, network
-
-
-def _blend_metrics(table_model: NextTitleModel, network, histories, targets: np.ndarray, weights,
-                   block: int = 256) -> dict[float, dict]:
-    """HR@10 and NDCG@10 of the blend for every weight, each user's two standardised score rows
-    computed once (what ``NextTitleModel.dense_scores`` computes, a block of users at a time)."""
-    ranks: dict[float, list[np.ndarray]] = {w: [] for w in weights}
-    for start in range(0, len(targets), block):
-        part, part_targets = histories[start: start + block], targets[start: start + block]
-        unwatched = np.stack([unwatched_mask(h, table_model.title_count) for h in part])
-        table = standardised_rows(np.stack([table_model.table_scores(h) for h in part]), unwatched)
-        learned = standardised_rows(network.batch_scores(part), unwatched)
-        for weight in weights:
-            ranks[weight].append(rank_block(table + weight * learned, part, part_targets)[0])
-    out = {}
-    for weight, parts in ranks.items():
-        metrics = summarise(np.concatenate(parts), np.zeros(0))
-        out[weight] = {"hr@10": float(metrics["hr@10"]), "ndcg@10": float(metrics["ndcg@10"])}
-    return out
-
-
-def _with_sequence(model: NextTitleModel, coded: DataFrame, order_column: str | None, params: FitParams,
-                   options: SequenceOptions, deadline: float | None) -> NextTitleModel:
-    """``model`` with a sequence model trained on all of ``coded`` for ``params.sequence_epochs``
-    (fewer if the deadline comes first); ``model`` alone when there is no time left at all."""
-    seconds = options.seconds if deadline is None else min(options.seconds, deadline - time.monotonic())
-    if seconds < MIN_SEQUENCE_SECONDS:
-        log.warning("%.0f s left for the sequence model: publishing the table alone", max(seconds, 0.0))
-        return _attached(model, None, dataclasses.replace(params, sequence_weight=0.0, sequence_epochs=0))
-    with _timed("sequence model on all the events"):
-        network, _ = train_sequence_model(_histories(coded, order_column), model.title_count,
-                                          dataclasses.replace(options, seconds=seconds),
-                                          epochs=max(1, params.sequence_epochs))
+def _final_sequence(model: NextTitleModel, coded: DataFrame, order_column: str | None, params: FitParams,
+                    options: SequenceOptions, deadline: float | None, start: SequenceModel | None,
+                    report: FitReport) -> NextTitleModel:
+    """``model`` with the network trained on all of ``coded`` (``sequence_fit.final_sequence``);
+    the table alone if the cap left no time to train one. ``report`` learns what was done."""
+    network, final = final_sequence(model.title_count, lambda: _histories(coded, order_column), params.sequence_epochs,
+                                    options, deadline, start, _timed)
+    report.sequence = final  # the tuning's report takes it in as "final" when there was one
+    report.time_capped = final["stopped_by"] == TIME_CAP
+    report.sequence_stopped_by = final["stopped_by"]
+    if network is None:
+        params = dataclasses.replace(params, sequence_weight=0.0, sequence_epochs=0)
+        report.params = params
     return _attached(model, network, params)
 
 
@@ -333,11 +303,14 @@ def _neighbour_tables(coded: DataFrame, points: Sequence[FitParams], title_count
 def _tune(coded: DataFrame, base: FitParams, grid: Sequence[dict], title_count: int, order_column: str | None,
           histories: Sequence[np.ndarray], targets: np.ndarray, keep_model: bool):
     """Score every grid point on (histories, targets) with a model built from ``coded``; the
-    best by NDCG@10 (the first of equals), its model if ``keep_model``, every point's metrics."""
+    best by NDCG@10 (the first of equals), its model if ``keep_model``, every point's metrics,
+    and the seconds the tables took."""
     popularity, n_events = _popularity(coded, title_count)
     points = [base.with_point(point) for point in grid]
+    tables_started = time.monotonic()
     with _timed(f"neighbour tables of {len(points)} grid points"):
         tables = _neighbour_tables(coded, points, title_count, order_column)
+    table_seconds = time.monotonic() - tables_started
     tried, best, best_model = [], None, None
     with _timed("scoring the grid on the holdout"):
         for point, params, table in zip(grid, points, tables):
@@ -348,7 +321,7 @@ def _tune(coded: DataFrame, base: FitParams, grid: Sequence[dict], title_count: 
                 best = (params, metrics)
                 best_model = model if keep_model else None
     holdout = {"users": int(best[1]["users"]), "hr@10": float(best[1]["hr@10"]), "ndcg@10": float(best[1]["ndcg@10"])}
-    return best_model, best[0], tried, holdout, n_events
+    return best_model, best[0], tried, holdout, n_events, table_seconds
 
 
 def _user_sample(coded: DataFrame, total: int, max_events: int, seed: int) -> DataFrame:

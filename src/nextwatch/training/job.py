@@ -73,7 +73,9 @@ def train(
     None tunes the ``neighbours`` parameters on a holdout of each user's last event; the
     chosen ones and the holdout figures go into the model's params and metadata.
 
-    ``settings`` says whether the sequence model is trained beside the table, and its budget.
+    ``settings`` says whether the sequence model is trained beside the table, and the run's
+    safety cap (``train_minutes``): the metadata records ``time_capped`` and the network's
+    ``sequence_stopped_by``.
     """
     if top_n < 1:
         raise ValueError(f"top_n must be at least 1, got {top_n}")
@@ -105,6 +107,7 @@ def train(
             raise _no_events(sources, include_event_log)
         title_ids, codes, counts = assign_codes(store.catalog, title_counts)
         sequence = sequence_options(settings) if model == "neighbours" else None
+        # NEXTWATCH_TRAIN_MINUTES is a safety cap: the holdout chooses the network's epochs.
         fitted, report = fit_next_title(spark, events, TitleCodes(title_ids, codes), params=params,
                                         order_column="seq", base=base, sequence=sequence,
                                         deadline=started + settings.train_minutes * 60)
@@ -123,6 +126,11 @@ def train(
                            "holdout_users": str(report.holdout["users"]), "grid": json.dumps(report.grid)})
     if report.sequence is not None:
         extra_meta["sequence_tuning"] = json.dumps(report.sequence)
+    # "1" when NEXTWATCH_TRAIN_MINUTES ended a training of the network before the holdout (or the
+    # epochs asked for) did: the model_training_time_capped gauge reads it (service/admin.py).
+    extra_meta["time_capped"] = "1" if report.time_capped else "0"
+    if report.sequence_stopped_by is not None:
+        extra_meta["sequence_stopped_by"] = report.sequence_stopped_by
     version = store.models.publish(fitted, extra_meta=extra_meta)
     log.info("published model %d: %d events, %d titles, %.1f s, params %s, holdout %s", version, n_events,
              fitted.title_count, duration, fitted.params, report.holdout)

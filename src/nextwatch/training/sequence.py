@@ -7,9 +7,15 @@ padded in batches. Two ways to train:
 
 - with a holdout (histories, targets): NDCG@10 of the network alone is measured on a sample of
   the holdout after each epoch; training stops once it has not risen for ``patience`` epochs (or
-  at ``max_epochs``, or when the time budget is spent) and returns the best epoch's weights and
-  that epoch number;
-- with a number of epochs (the one a holdout run chose): exactly that many, within the budget.
+  at ``max_epochs``) and returns the best epoch's weights and that epoch number;
+- with a number of epochs (the one a holdout run chose): exactly that many, from fresh weights
+  or from a network already trained (``start``: the final fit continues the tuned network).
+
+The holdout, not the clock, chooses the epochs: two runs with the same seed train the same
+epochs and end with the same weights however busy the machine is. ``cap`` (a
+``time.monotonic()`` value) is only a safety net for the whole run: reached, training stops
+where it is (checked per batch), the report says ``stopped_by="time cap"`` and a warning says
+``time cap reached``.
 
 PyTorch is imported here only, when training runs: serving and evaluation score the exported
 NumPy weights.
@@ -18,6 +24,7 @@ NumPy weights.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -31,6 +38,8 @@ from ..model.sequence import SequenceModel
 
 log = logging.getLogger(__name__)
 
+TIME_CAP = "time cap"  # stopped_by when the run's safety cap ended training
+
 
 @dataclasses.dataclass(frozen=True)
 class SequenceOptions:
@@ -43,9 +52,9 @@ class SequenceOptions:
     learning_rate: float = 1e-3
     max_epochs: int = 40
     patience: int = 3  # epochs without a better holdout figure before stopping
-    seconds: float = 3600.0  # the most one training of the network may take
     holdout_sample: int = 3000  # holdout users measured after each epoch
     threads: int = 0  # 0: every core
+    similar_lengths: int = 32  # batches per run sorted by history length (1: plain random batches)
     seed: int = 0
 
 
@@ -55,13 +64,16 @@ class SequenceReport:
     best_epoch: int  # the epoch whose weights were returned
     holdout_ndcg: list[float]  # per epoch, on the holdout sample (empty without a holdout)
     seconds: float
-    stopped_by: str  # "patience", "epochs", "budget"
+    stopped_by: str  # "patience", "epochs" (max_epochs or the epochs asked for), "time cap"
+
+    @property
+    def time_capped(self) -> bool:
+        return self.stopped_by == TIME_CAP
 
 
 def options_from(settings) -> SequenceOptions | None:
     """The sequence model's options from ``Settings``: None when it is off, or when PyTorch is
-    not installed (the table is then trained alone, and a warning says why). Its time comes from
-    the training run's time box (``fit_next_title``'s deadline)."""
+    not installed (the table is then trained alone, and a warning says why)."""
     if settings.sequence_model == "off":
         return None
     if not torch_available():
@@ -81,27 +93,36 @@ def torch_available() -> bool:
 
 def train_sequence_model(histories: Sequence[np.ndarray], title_count: int, options: SequenceOptions = SequenceOptions(),
                          holdout: tuple[Sequence[np.ndarray], np.ndarray] | None = None,
-                         epochs: int | None = None) -> tuple[SequenceModel, SequenceReport]:
+                         epochs: int | None = None, start: SequenceModel | None = None,
+                         cap: float | None = None) -> tuple[SequenceModel, SequenceReport]:
     """Train on ``histories`` (title codes, oldest first). ``holdout``: choose the epoch on it;
-    else train ``epochs`` epochs (default ``options.max_epochs``)."""
+    else train ``epochs`` epochs (default ``options.max_epochs``). ``start``: begin from these
+    weights (same options) instead of fresh ones. ``cap``: the run's safety cap (module
+    docstring)."""
     import torch
 
     started = time.monotonic()
     torch.manual_seed(options.seed)
-    torch.set_num_threads(options.threads or os.cpu_count() or 1)
+    torch.set_num_threads(training_threads(options))
     rng = np.random.default_rng(options.seed)
     sequences = [np.asarray(h[-(options.max_length + 1):], dtype=np.int64) for h in histories if len(h) >= 2]
     network = _network(title_count, options)
+    if start is not None:
+        _load(network, start)
     optimiser = torch.optim.Adam(network.parameters(), lr=options.learning_rate)
     sample = _holdout_sample(holdout, options) if holdout is not None else None
-    target_epochs = options.max_epochs if holdout is not None else (epochs or options.max_epochs)
+    target_epochs = options.max_epochs if holdout is not None else (options.max_epochs if epochs is None else epochs)
     curve: list[float] = []
     best_state, best_epoch, stopped_by, epoch = None, 0, "epochs", 0
     for epoch in range(1, target_epochs + 1):
         epoch_started = time.monotonic()
-        deadline = started + options.seconds
-        loss, finished = _train_epoch(network, optimiser, sequences, rng, options, torch, deadline)
+        loss, finished = _train_epoch(network, optimiser, sequences, rng, options, torch, cap)
         message = f"sequence model epoch {epoch}: loss {loss:.4f}, {time.monotonic() - epoch_started:.1f} s"
+        if not finished:  # part of an epoch: neither measured nor kept over a finished one
+            log.info(message + " (stopped inside the epoch)")
+            stopped_by = TIME_CAP
+            epoch -= 1
+            break
         if sample is not None:
             curve.append(_sample_ndcg(_export(network, options), *sample))
             message += f", holdout NDCG@10 {curve[-1]:.4f}"
@@ -111,17 +132,27 @@ def train_sequence_model(histories: Sequence[np.ndarray], title_count: int, opti
                 log.info(message)
                 stopped_by = "patience"
                 break
-        log.info(message + ("" if finished else " (budget spent inside the epoch)"))
-        if not finished or time.monotonic() > deadline:
-            stopped_by = "budget" if epoch < target_epochs or not finished else "epochs"
+        log.info(message)
+        if cap is not None and time.monotonic() > cap and epoch < target_epochs:
+            stopped_by = TIME_CAP
             break
     if best_state is not None:
         network.load_state_dict(best_state)
     else:
         best_epoch = epoch
     report = SequenceReport(epoch, best_epoch, curve, time.monotonic() - started, stopped_by)
+    if report.time_capped:
+        log.warning("sequence model: time cap reached (NEXTWATCH_TRAIN_MINUTES) after %d full epochs, before %s",
+                    epoch, "the holdout said stop" if sample is not None else f"the {target_epochs} asked for")
     log.info("sequence model: %d epochs, kept epoch %d (%s), %.1f s", epoch, best_epoch, stopped_by, report.seconds)
     return _export(network, options), report
+
+
+def training_threads(options: SequenceOptions) -> int:
+    """PyTorch's threads: every core unless the options say otherwise. Set on every training,
+    because the package asks for one BLAS thread per process (``nextwatch/__init__.py``)
+    and PyTorch would take that as its default."""
+    return options.threads or os.cpu_count() or 1
 
 
 def _holdout_sample(holdout, options: SequenceOptions):
@@ -141,18 +172,15 @@ def _sample_ndcg(model: SequenceModel, histories, targets, block: int = 512) -> 
 
 
 def _train_epoch(network, optimiser, sequences, rng, options: SequenceOptions, torch,
-                 deadline: float) -> tuple[float, bool]:
-    """One pass in random batches: the mean loss, and whether it finished before ``deadline``
-    (checked per batch: on a large event log one epoch alone can outlast the budget)."""
-    import torch.nn.functional as F
-
+                 cap: float | None) -> tuple[float, bool]:
+    """One pass in random batches: the mean loss, and whether it finished before ``cap``
+    (checked per batch: on a large event log one epoch alone can outlast the cap)."""
     network.train()
     total, count = 0.0, 0
-    order = rng.permutation(len(sequences))
-    for start in range(0, len(order), options.batch_size):
-        if time.monotonic() > deadline:
+    for chosen in _batches(np.array([len(s) for s in sequences]), rng, options):
+        if cap is not None and time.monotonic() > cap:
             return total / max(count, 1), False
-        batch = [sequences[i] for i in order[start: start + options.batch_size]]
+        batch = [sequences[i] for i in chosen]
         width = max(len(s) for s in batch) - 1
         inputs = np.zeros((len(batch), width), dtype=np.int64)  # code + 1; 0 is padding
         labels = np.zeros((len(batch), width), dtype=np.int64)
@@ -162,14 +190,54 @@ def _train_epoch(network, optimiser, sequences, rng, options: SequenceOptions, t
         inputs, labels = torch.from_numpy(inputs), torch.from_numpy(labels)
         states = network(inputs)
         present = labels > 0
-        logits = states[present] @ network.items.weight[1:].T
-        loss = F.cross_entropy(logits, labels[present] - 1)
+        loss = _softmax_loss(torch).apply(states[present], network.items.weight[1:], labels[present] - 1)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
         total += loss.item() * int(present.sum())
         count += int(present.sum())
     return total / max(count, 1), True
+
+
+@functools.cache
+def _softmax_loss(torch):
+    """Mean cross-entropy of a softmax over every title, as one autograd step. The same figure
+    and gradients as ``F.cross_entropy(states @ items.T, labels)`` (to 1e-9 here), without its
+    intermediate arrays: those are positions x titles, where the epoch's time goes (on Amazon
+    Beauty 12,101 titles against a width of 64); the backward pass turns the saved logits into
+    the softmax in place. Measured here: 25% less time for this step."""
+
+    class SoftmaxLoss(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, states, items, labels):
+            logits = states @ items.T
+            norm = torch.logsumexp(logits, dim=1)
+            ctx.save_for_backward(states, items, labels, logits, norm)
+            return (norm - logits.gather(1, labels[:, None])[:, 0]).mean()
+
+        @staticmethod
+        def backward(ctx, grad):
+            states, items, labels, logits, norm = ctx.saved_tensors
+            gradient = logits.sub_(norm[:, None]).exp_()  # the softmax
+            gradient[torch.arange(len(labels)), labels] -= 1.0
+            gradient.mul_(grad / len(labels))
+            return gradient @ items, gradient.T @ states, None
+
+    return SoftmaxLoss
+
+
+def _batches(lengths: np.ndarray, rng, options: SequenceOptions) -> list[np.ndarray]:
+    """The epoch's batches: a random order, cut into runs of ``similar_lengths`` batches whose
+    histories are sorted by length, so that a batch of short histories is not padded to the
+    longest (on Amazon Beauty most histories are under 10 titles, a few are 50); the batches
+    then come in a random order."""
+    order = rng.permutation(len(lengths))
+    run = options.batch_size * max(1, options.similar_lengths)
+    for start in range(0, len(order), run):
+        part = order[start: start + run]
+        order[start: start + run] = part[np.argsort(lengths[part], kind="stable")]
+    batches = [order[start: start + options.batch_size] for start in range(0, len(order), options.batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))] if options.similar_lengths > 1 else batches
 
 
 def _network(title_count: int, options: SequenceOptions):
@@ -249,3 +317,32 @@ def _export(network, options: SequenceOptions) -> SequenceModel:
             arrays[f"block{index}.w{part}"] = array(linear.weight.T)
             arrays[f"block{index}.b{part}"] = array(linear.bias)
     return SequenceModel(arrays, heads=options.heads)
+
+
+def _load(network, model: SequenceModel) -> None:
+    """``model``'s arrays into ``network`` (the inverse of ``_export``): the final fit continues
+    the network tuning trained instead of starting again."""
+    import torch
+
+    arrays = model.arrays
+    if arrays["items"].shape != tuple(network.items.weight[1:].shape) or len(model.blocks) != len(network.blocks):
+        raise ValueError(f"the starting network has {model.title_count} titles, width {model.dim} and "
+                         f"{len(model.blocks)} blocks; this training needs {network.items.weight.shape[0] - 1}, "
+                         f"{network.items.weight.shape[1]} and {len(network.blocks)}")
+
+    def put(parameter, value: np.ndarray) -> None:
+        parameter.copy_(torch.from_numpy(np.ascontiguousarray(value)))
+
+    with torch.no_grad():
+        put(network.items.weight[1:], arrays["items"])
+        put(network.positions.weight, arrays["positions"])
+        put(network.out.weight, arrays["out_w"])
+        put(network.out.bias, arrays["out_b"])
+        for index, block in enumerate(network.blocks):
+            for norm in ("ln1", "ln2"):
+                put(getattr(block, norm).weight, arrays[f"block{index}.{norm}_w"])
+                put(getattr(block, norm).bias, arrays[f"block{index}.{norm}_b"])
+            for part in ("q", "k", "v", "o", "1", "2"):
+                linear = getattr(block, f"w{part}")
+                put(linear.weight, arrays[f"block{index}.w{part}"].T)
+                put(linear.bias, arrays[f"block{index}.b{part}"])
