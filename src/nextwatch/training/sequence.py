@@ -54,7 +54,6 @@ class SequenceOptions:
     patience: int = 3  # epochs without a better holdout figure before stopping
     holdout_sample: int = 3000  # holdout users measured after each epoch
     threads: int = 0  # 0: every core
-    similar_lengths: int = 32  # batches per run sorted by history length (1: plain random batches)
     seed: int = 0
 
 
@@ -177,10 +176,11 @@ def _train_epoch(network, optimiser, sequences, rng, options: SequenceOptions, t
     (checked per batch: on a large event log one epoch alone can outlast the cap)."""
     network.train()
     total, count = 0.0, 0
-    for chosen in _batches(np.array([len(s) for s in sequences]), rng, options):
+    order = rng.permutation(len(sequences))
+    for start in range(0, len(order), options.batch_size):
         if cap is not None and time.monotonic() > cap:
             return total / max(count, 1), False
-        batch = [sequences[i] for i in chosen]
+        batch = [sequences[i] for i in order[start: start + options.batch_size]]
         width = max(len(s) for s in batch) - 1
         inputs = np.zeros((len(batch), width), dtype=np.int64)  # code + 1; 0 is padding
         labels = np.zeros((len(batch), width), dtype=np.int64)
@@ -224,20 +224,6 @@ def _softmax_loss(torch):
             return gradient @ items, gradient.T @ states, None
 
     return SoftmaxLoss
-
-
-def _batches(lengths: np.ndarray, rng, options: SequenceOptions) -> list[np.ndarray]:
-    """The epoch's batches: a random order, cut into runs of ``similar_lengths`` batches whose
-    histories are sorted by length, so that a batch of short histories is not padded to the
-    longest (on Amazon Beauty most histories are under 10 titles, a few are 50); the batches
-    then come in a random order."""
-    order = rng.permutation(len(lengths))
-    run = options.batch_size * max(1, options.similar_lengths)
-    for start in range(0, len(order), run):
-        part = order[start: start + run]
-        order[start: start + run] = part[np.argsort(lengths[part], kind="stable")]
-    batches = [order[start: start + options.batch_size] for start in range(0, len(order), options.batch_size)]
-    return [batches[i] for i in rng.permutation(len(batches))] if options.similar_lengths > 1 else batches
 
 
 def _network(title_count: int, options: SequenceOptions):
