@@ -195,7 +195,7 @@ def trained_blend():
     for _ in range(400):
         stride, start, length = rng.integers(1, 4), rng.integers(0, 30), rng.integers(4, 12)
         histories.append((start + stride * np.arange(length)) % 30)
-    table = decayed_transition_model(histories, 30)
+    table = decayed_transition_model(histories, 30).model()
     network, _ = train_sequence_model(histories, 30, SequenceOptions(dim=16, blocks=2, dropout=0.0, max_length=12,
                                                                      seed=3), epochs=8)
     blend = NextTitleModel(table.popularity, table.neighbour_offsets, table.neighbour_codes, table.neighbour_scores,

@@ -110,7 +110,7 @@ def demo_world():
     catalog = generate_catalog(config)
     viewers, titles, _timestamps = simulate_viewers(config, catalog)
     histories = [titles[viewers == v] for v in range(config.viewers)]
-    model = decayed_transition_model(histories[:300], len(catalog))
+    model = decayed_transition_model(histories[:300], len(catalog)).model()
     return [t["content_id"] for t in catalog], model, histories[300:]
 
 
