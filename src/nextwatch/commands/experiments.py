@@ -10,8 +10,7 @@ import json
 import sys
 import time
 
-from ..settings import load_settings
-from .options import add_redis_option
+from .options import add_redis_option, run_on_store
 
 
 def add_parser(subparsers):
@@ -38,33 +37,27 @@ def add_parser(subparsers):
 
 
 def run(args) -> int:
-    settings = load_settings(redis_url=args.redis_url)
-    from ..errors import NextwatchError
-    from ..service.experiments import Experiments
-    from ..store import Store
+    return run_on_store(args, "experiments", lambda store, settings: _run(args, store))
 
-    store = Store.from_settings(settings)
+
+def _run(args, store) -> int:
+    from ..service.experiments import Experiments
+
     experiments = Experiments(store)
-    try:
-        if args.action == "start":
-            started = experiments.start(args.name, args.arm)
-            arms = ", ".join(f"{a.name} -> {a.target} ({a.share:g}%)" for a in started.arms)
-            print(f"experiment {started.name} started: {arms}; serving picks it up within a few seconds")
-        elif args.action == "list":
-            _list(experiments.all())
-        elif args.action == "report":
-            report = experiments.report(args.name)
-            print(json.dumps(report, sort_keys=True) if args.json else _report_table(report))
-        else:
-            stopped = experiments.stop(args.name, args.promote)
-            promoted = f"; arm {stopped.promoted} promoted" if stopped.promoted else ""
-            print(f"experiment {stopped.name} stopped{promoted}")
-        return 0
-    except NextwatchError as problem:
-        print(f"nextwatch experiments: {problem.detail}", file=sys.stderr)
-        return 2 if problem.status == 400 else 1
-    finally:
-        store.close()
+    if args.action == "start":
+        started = experiments.start(args.name, args.arm)
+        arms = ", ".join(f"{a.name} -> {a.target} ({a.share:g}%)" for a in started.arms)
+        print(f"experiment {started.name} started: {arms}; serving picks it up within a few seconds")
+    elif args.action == "list":
+        _list(experiments.all())
+    elif args.action == "report":
+        report = experiments.report(args.name)
+        print(json.dumps(report, sort_keys=True) if args.json else _report_table(report))
+    else:
+        stopped = experiments.stop(args.name, args.promote)
+        promoted = f"; arm {stopped.promoted} promoted" if stopped.promoted else ""
+        print(f"experiment {stopped.name} stopped{promoted}")
+    return 0
 
 
 def _when(seconds: float | None) -> str:

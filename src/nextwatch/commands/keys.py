@@ -11,8 +11,7 @@ import os
 import sys
 import time
 
-from ..settings import load_settings
-from .options import add_redis_option
+from .options import add_redis_option, run_on_store
 
 ROLES = ("write", "admin")  # service.access.ROLES; repeated so `nextwatch --help` imports no store
 
@@ -43,39 +42,33 @@ def add_parser(subparsers):
 
 
 def run(args) -> int:
-    settings = load_settings(redis_url=args.redis_url)
-    from ..service import access
-    from ..errors import NextwatchError
-    from ..store import Store
+    return run_on_store(args, "keys", lambda store, settings: _run(args, store, settings))
 
-    store = Store.from_settings(settings)
-    try:
-        if args.action == "add" and (args.from_env or args.key_file):
-            return _store_given(store, args)
-        if args.action == "add":
-            if args.replace:
-                print("nextwatch keys: --replace needs --from-env or --key-file (a new key gets a new name; revoke "
-                      "the old one once its clients have moved)", file=sys.stderr)
-                return 2
-            key = access.issue_key(store, args.name, args.role)
-            print(f"API key {args.name!r} (role {args.role}) created. It is shown only this once; keep it "
-                  "secret. Send it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'.", file=sys.stderr)
-            print(key, flush=True)
-        elif args.action == "list":
-            _list(store)
-        else:
-            access.validate_key_name(args.name)
-            if not store.api_keys.revoke(args.name):
-                print(f"nextwatch keys: no API key is named {args.name!r}", file=sys.stderr)
-                return 1
-            print(f"revoked API key {args.name!r}; serving processes refuse it within "
-                  f"{settings.api_keys_refresh_seconds:g} s (NEXTWATCH_API_KEYS_REFRESH)")
-        return 0
-    except NextwatchError as problem:
-        print(f"nextwatch keys: {problem.detail}", file=sys.stderr)
-        return 2 if problem.status == 400 else 1
-    finally:
-        store.close()
+
+def _run(args, store, settings) -> int:
+    from ..service import access
+
+    if args.action == "add" and (args.from_env or args.key_file):
+        return _store_given(store, args)
+    if args.action == "add":
+        if args.replace:
+            print("nextwatch keys: --replace needs --from-env or --key-file (a new key gets a new name; revoke "
+                  "the old one once its clients have moved)", file=sys.stderr)
+            return 2
+        key = access.issue_key(store, args.name, args.role)
+        print(f"API key {args.name!r} (role {args.role}) created. It is shown only this once; keep it "
+              "secret. Send it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'.", file=sys.stderr)
+        print(key, flush=True)
+    elif args.action == "list":
+        _list(store)
+    else:
+        access.validate_key_name(args.name)
+        if not store.api_keys.revoke(args.name):
+            print(f"nextwatch keys: no API key is named {args.name!r}", file=sys.stderr)
+            return 1
+        print(f"revoked API key {args.name!r}; serving processes refuse it within "
+              f"{settings.api_keys_refresh_seconds:g} s (NEXTWATCH_API_KEYS_REFRESH)")
+    return 0
 
 
 class _NoKey(Exception):

@@ -11,8 +11,7 @@ sets them.
 import json
 import sys
 
-from ..settings import load_settings
-from .options import add_redis_option
+from .options import add_redis_option, run_on_store
 
 
 def add_parser(subparsers):
@@ -41,12 +40,12 @@ def add_parser(subparsers):
 
 
 def run(args) -> int:
-    settings = load_settings(redis_url=args.redis_url)
-    from ..errors import NextwatchError
-    from ..service.rules import RuleBook
-    from ..store import Store
+    return run_on_store(args, "rules", lambda store, settings: _run(args, store))
 
-    store = Store.from_settings(settings)
+
+def _run(args, store) -> int:
+    from ..service.rules import RuleBook
+
     book = RuleBook(store)
     try:
         if args.action is None:
@@ -79,8 +78,3 @@ def run(args) -> int:
     except (OSError, ValueError) as problem:
         print(f"nextwatch rules: {problem}", file=sys.stderr)
         return 2
-    except NextwatchError as problem:
-        print(f"nextwatch rules: {problem.detail}", file=sys.stderr)
-        return 2 if problem.status == 400 else 1
-    finally:
-        store.close()
