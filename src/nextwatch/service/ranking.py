@@ -66,6 +66,9 @@ class Ranker:
     def __init__(self, titles: CatalogCodes):
         self.titles = titles
         self._new_cache: tuple[tuple, np.ndarray] | None = None  # ((model, catalog size), new codes)
+        # ((rules, their version, titles known), (blocked codes, boosts)): a blocklist or boosts of
+        # thousands of ids are turned into codes once per rules version, not on every request.
+        self._rule_cache: tuple[tuple, tuple] | None = None
 
     def rank(self, model: NextTitleModel | None, variant: Variant, rules: Rules, history: np.ndarray, k: int,
              filters: Filters | None = None, demoted: np.ndarray | None = None) -> Ranking:
@@ -81,7 +84,7 @@ class Ranker:
         mask = allowed
         if mask is self.titles.available() and self.titles.all_available:
             mask = None  # nothing filtered out: the model's own (faster) ranking
-        boosts = rules.boost_codes(self.titles.known_code)
+        boosts = self._rule_codes(rules)[1]
         adjustments = Adjustments(allowed=mask, boost_codes=None if boosts is None else boosts[0],
                                   boost_weights=None if boosts is None else boosts[1], first=first, demoted=demoted)
         codes = model.recommend(history, k, with_sequence=variant.config != CONFIG_TABLE, adjustments=adjustments)
@@ -109,11 +112,21 @@ class Ranker:
         if filters is not None and filters.any:
             allowed = titles.facets.allowed(filters, allowed, titles.known_code)
         if rules.blocklist:
+            blocked = self._rule_codes(rules)[0]
             allowed = allowed.copy()
-            for code in rules.blocked_codes(titles.known_code):
-                if code < len(allowed):
-                    allowed[code] = False
+            allowed[blocked[blocked < len(allowed)]] = False
         return allowed
+
+    def _rule_codes(self, rules: Rules) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+        """The blocklist and the boosts as codes, kept while the rules and the known titles are
+        the same (codes only grow, so a blocked id registered later is picked up)."""
+        key = (rules, rules.version, len(self.titles.codes))
+        cached = self._rule_cache
+        if cached is None or cached[0][0] is not rules or cached[0][1:] != key[1:]:
+            known = self.titles.known_code
+            codes = (np.array(rules.blocked_codes(known), dtype=np.int64), rules.boost_codes(known))
+            self._rule_cache = cached = (key, codes)
+        return cached[1]
 
     def _next_episode(self, rules: Rules, history: np.ndarray, allowed: np.ndarray) -> int | None:
         """With continue watching on: the episode after the user's last title, unless watched."""
