@@ -51,6 +51,7 @@ COPY README.md ./
 COPY src ./src
 RUN pip install --no-deps -c constraints.txt . \
  && rm -rf build src/*.egg-info \
+ && python -m nextwatch.model.compiled \
  && mkdir -p /home/nextwatch/notebooks \
  && chown nextwatch:nextwatch /home/nextwatch/notebooks
 # The project's notebooks; compose's named volume starts as a copy of this folder.
@@ -64,7 +65,8 @@ CMD ["jupyter", "lab", "--ip=0.0.0.0", "--port=8888", "--no-browser"]
 FROM deps AS service
 COPY README.md ./
 COPY src ./src
-RUN pip install --no-deps -c constraints.txt . && rm -rf build src/*.egg-info
+# The model's kernels compiled into the image (nextwatch/model/compiled.py): no worker waits for numba.
+RUN pip install --no-deps -c constraints.txt . && rm -rf build src/*.egg-info && python -m nextwatch.model.compiled
 USER 10001:10001
 # A folder the user can write to: Spark may leave files (spark-warehouse, derby.log) in the cwd.
 WORKDIR /home/nextwatch

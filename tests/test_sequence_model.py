@@ -410,3 +410,23 @@ def test_top_codes_is_a_sort_by_score_then_code():
                 k = min(k, allowed)
                 expected = sorted(range(size), key=lambda c: (-scores[c], c))[:k]
                 assert top_codes(scores, k) == expected
+
+
+def test_the_compiled_top_k_sorts_by_score_then_code_and_leaves_out_watched_titles():
+    from nextwatch.model.blend_kernels import top_blended
+
+    rng = np.random.default_rng(5)
+    for size in (1, 3, 50, 5000):
+        for _ in range(20):
+            tied = rng.integers(0, 3, size).astype(np.float32)  # many equal scores
+            learned = rng.choice([rng.normal(size=size).astype(np.float32), tied])
+            popular = rng.choice([np.zeros(size), 0.5 * rng.integers(0, 2, size)])
+            reached = np.flatnonzero(rng.random(size) < 0.3)
+            at_reached = rng.integers(-1, 2, len(reached)).astype(np.float64)
+            watched = np.flatnonzero(rng.random(size) < rng.choice([0.0, 0.5, 0.99]))
+            scores = learned.astype(np.float64) + popular
+            scores[reached] = learned[reached] + at_reached
+            left = sorted(set(range(size)) - set(watched.tolist()), key=lambda c: (-scores[c], c))
+            for k in {1, 10, len(left)} - {0}:
+                k = min(k, len(left))
+                assert top_blended(learned, popular, reached, at_reached, watched, k).tolist() == left[:k]

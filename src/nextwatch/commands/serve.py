@@ -42,8 +42,10 @@ def add_parser(subparsers):
 def run(args) -> int:
     settings = load_settings(redis_url=args.redis_url, host=args.host, port=args.port, workers=args.workers,
                              threads=args.threads, allow_open=True if args.allow_open else None)
+    from ..model.compiled import compile_kernels
     from ..server import serve
 
+    compile_kernels()  # once here, before the workers start: they then load the compiled code
     try:
         serve(settings, before_start=check_keys_and_announce)
     except StartRefused as refused:

@@ -18,15 +18,16 @@ the two spreads are needed, and neither needs a pass over the catalog:
 
 Moments are taken about a reference point (the catalog's mean) so that no variance is a small
 difference of large sums. A spread of 1e-12 or less counts as 1, as in ``standardised``.
+``blend_kernels.py`` computes all of it for one history in one compiled call.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from . import blend_kernels
 from .sequence import SequenceModel
 
-FLAT = 1e-12  # a spread at most this is no spread: the scores are only centred
 SAMPLE_PER_RESULT = 32  # titles sampled per wanted result to bound the k-th best score from below
 
 
@@ -47,62 +48,30 @@ class BlendedScorer:
 
     def scores(self, history: np.ndarray) -> np.ndarray:
         """float64 scores of every title, ranked as the blend ranks them (module docstring)."""
-        history = np.asarray(history, dtype=np.int64)
-        known = history[(history >= 0) & (history < self.title_count)]
-        return self._scores(history, known, distinct(known))[0]
+        return self.scores_and_spread(history)[0]
 
     def scores_and_spread(self, history: np.ndarray) -> tuple[np.ndarray, float]:
         """``scores``, and the spread that turns a difference of them into standard deviations
         of the blend (z units): boosts (``adjustments.py``) are added in those units."""
-        history = np.asarray(history, dtype=np.int64)
-        known = history[(history >= 0) & (history < self.title_count)]
-        return self._scores(history, known, distinct(known))
+        learned, reached, at_reached, _watched, table_spread = self._parts(history)
+        return blend_kernels.blended_scores(learned, self.popular_centred, reached, at_reached), table_spread
 
     def top(self, history: np.ndarray, k: int) -> list[int]:
         """The ``k`` best titles outside ``history`` by ``scores``; equal scores to the lower code."""
-        history = np.asarray(history, dtype=np.int64)
-        known = history[(history >= 0) & (history < self.title_count)]
-        watched = distinct(known)
+        learned, reached, at_reached, watched, _spread = self._parts(history)
         k = min(k, self.title_count - len(watched))
         if k <= 0:
             return []
-        scores = self._scores(history, known, watched)[0]
-        scores[watched] = -np.inf
-        return top_codes(scores, k)
+        return blend_kernels.top_blended(learned, self.popular_centred, reached, at_reached, watched, k).tolist()
 
-    def _scores(self, history: np.ndarray, known: np.ndarray, watched: np.ndarray) -> tuple[np.ndarray, float]:
-        """``scores`` and the table's spread; ``known``: the codes of ``history`` inside the
-        catalog, ``watched``: the distinct ones. Table scores are taken less the table's centre:
-        a shift, no change."""
-        unwatched = self.title_count - len(watched) or self.title_count  # none: over all titles
-        if unwatched == self.title_count:
-            watched = watched[:0]
-        reached, at_reached, at_watched = self._table_sparse(history, watched)
-        base = self.popular_centred[reached]
-        total = self.table_sum + float(at_reached.sum() - base.sum() - at_watched.sum())
-        squares = self.table_squares + float(at_reached @ at_reached - base @ base - at_watched @ at_watched)
-        table_spread = _spread(total, squares, unwatched)
-
-        state = self.sequence.state_of_known(known)
-        sequence_spread = _spread(*self.sequence.score_moments(state, watched), unwatched)
-
-        # c·S in one product over the catalog: c scales the network's output, not every score.
-        learned = self.sequence.items @ (state * np.float32(self.weight * table_spread / sequence_spread))
-        blended = learned + self.popular_centred
-        blended[reached] = learned[reached] + at_reached
-        return blended, table_spread
-
-    def _table_sparse(self, history: np.ndarray, watched: np.ndarray):
-        """The titles the table reaches from the history (elsewhere its score is the popularity
-        term), and the table's scores there and at the ``watched`` titles, each rounded to
-        float32 as ``table_scores`` computes it, then less the centre (float64)."""
-        codes, terms = self.table.neighbour_terms(history)  # newer titles keep their place in the window
-        summed = np.bincount(codes, weights=terms, minlength=self.title_count)
-        reached = distinct(codes)  # a few hundred: cheaper than a scan of the catalog for non-zeros
-        both = np.concatenate((reached, watched))
-        at = np.subtract((summed[both] + self.popular_part[both]).astype(np.float32), self.table_centre,
-                         dtype=np.float64)
-        return reached, at[: len(reached)], at[len(reached):]
+    def _parts(self, history: np.ndarray):
+        """(c·S over the catalog, the titles the table reaches, its scores there, the watched
+        titles, the table's spread): ``blend_kernels.blend_parts``, one compiled call."""
+        table = self.table
+        return blend_kernels.blend_parts(
+            np.asarray(history, dtype=np.int64), self.weight, table.position_weights, table.neighbour_offsets,
+            table.neighbour_codes, table.neighbour_scores, self.popular_part, self.popular_centred, self.table_centre,
+            self.table_sum, self.table_squares, *self.sequence.kernel_inputs)
 
 
 def top_codes(scores: np.ndarray, k: int) -> list[int]:
@@ -133,11 +102,3 @@ def distinct(codes: np.ndarray) -> np.ndarray:
     first[0] = True
     np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
     return ordered[first]
-
-
-def _spread(total: float, squares: float, count: int) -> float:
-    """Standard deviation from the sum and sum of squares of ``count`` values (about any point);
-    1.0 when there is no spread."""
-    mean = total / count
-    spread = float(np.sqrt(max(squares / count - mean * mean, 0.0)))
-    return spread if spread > FLAT else 1.0

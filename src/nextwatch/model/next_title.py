@@ -77,7 +77,7 @@ class NextTitleModel:
         if len(self.neighbour_codes) != len(self.neighbour_scores):
             raise ValueError("neighbour_codes and neighbour_scores must have the same length")
         self.weights = weights
-        self._weight_array = weights.as_array()
+        self.position_weights = weights.as_array()  # by recency: [0] for the most recent title
         self.popularity_weight = float(popularity_weight)
         self.version = int(version)
         self.trained_at = float(trained_at)
@@ -100,7 +100,7 @@ class NextTitleModel:
         float64), most recent history title first. Codes unknown to this model (newer titles)
         are skipped."""
         recent = np.asarray(history, dtype=np.int64)[::-1][: self.weights.window]
-        weights = self._weight_array[: len(recent)]
+        weights = self.position_weights[: len(recent)]
         known = (recent >= 0) & (recent < self.title_count)
         if not known.all():
             recent, weights = recent[known], weights[known]

@@ -10,15 +10,15 @@ score with this module alone, so neither needs PyTorch. The network:
     out  = LN(x_last);   score(t) = out . E[t]    (the input embeddings, shared)
 
 Positions count back from the most recent title, so a history scores the same whatever its
-length. One history is scored at a time (``attention.py`` holds the arithmetic, rearranged to
-do little work per request); a batch is its rows.
+length. ``attention.py`` rearranges the weights at load and ``network_kernels.py`` runs the network as
+compiled loops, for one history (a request) or a batch (evaluation) alike.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .attention import BLOCK_ARRAYS, FoldedBlock, last_state, mean_weights
+from .attention import BLOCK_ARRAYS, FoldedNetwork
 
 __all__ = ["BLOCK_ARRAYS", "SequenceModel"]
 
@@ -41,14 +41,15 @@ class SequenceModel:
         if self.dim % self.heads:
             raise ValueError(f"{self.heads} heads do not divide the model width {self.dim}")
         # Derived here, never stored: the published payload stays the arrays above.
-        self._folded = [FoldedBlock.from_arrays(block, self.heads, self.max_length) for block in self.blocks]
+        self._folded = FoldedNetwork(self.blocks, self.heads, self.dim, self.arrays["out_w"], self.arrays["out_b"])
         self._input_scale = np.float32(np.sqrt(self.dim))
-        self._means = mean_weights(self.dim)
-        self._causal = np.triu(np.full((self.max_length, self.max_length), -np.inf, dtype=np.float32), 1)
         items = self.items.astype(np.float64)
         self._item_mean = items.mean(axis=0)  # the mean of all titles' scores is out . item_mean
         items -= self._item_mean
         self._item_scatter = items.T @ items  # their squared deviations from it add up to out' C out
+        # What the compiled blend (``blend_kernels.blend_parts``) reads, in its argument order.
+        self.kernel_inputs = (self.items, self._item_mean, np.ascontiguousarray(self._item_scatter), self.positions,
+                              self._input_scale, self._folded.arrays())
 
     @property
     def title_count(self) -> int:
@@ -72,25 +73,24 @@ class SequenceModel:
 
     def state_of_known(self, history: np.ndarray) -> np.ndarray:
         """``state`` of a history of codes all inside the catalog (int64)."""
-        recent = history[-self.max_length:]
-        n = len(recent)
-        if n == 0:
-            return np.zeros(self.dim, dtype=np.float32)
-        x = self.items[recent] * self._input_scale
-        x += self.positions[n - 1::-1] if n < self.max_length else self.positions[::-1]
-        return last_state(x, self._folded, self._causal[:n, :n], self.arrays["out_w"], self.arrays["out_b"],
-                          self._means)
+        recent = np.ascontiguousarray(history[-self.max_length:], dtype=np.int64)
+        return self._folded.last_states(recent, np.array([0, len(recent)], dtype=np.int64), self.items,
+                                        self.positions, self._input_scale)[0]
 
     def scores(self, history: np.ndarray) -> np.ndarray:
         """float32 scores of every title as the next after ``history`` (codes, oldest first)."""
         return self.items @ self.state(history)
 
     def last_states(self, histories) -> np.ndarray:
-        """(users, d): ``state`` of each history."""
-        states = np.zeros((len(histories), self.dim), dtype=np.float32)
-        for row, history in enumerate(histories):
-            states[row] = self.state(history)
-        return states
+        """(users, d): ``state`` of each history, in one compiled call."""
+        recent = []
+        for history in histories:
+            history = np.asarray(history, dtype=np.int64)
+            recent.append(history[(history >= 0) & (history < self.title_count)][-self.max_length:])
+        offsets = np.zeros(len(recent) + 1, dtype=np.int64)
+        np.cumsum([len(r) for r in recent], out=offsets[1:])
+        codes = np.concatenate(recent) if recent else np.zeros(0, dtype=np.int64)
+        return self._folded.last_states(codes, offsets, self.items, self.positions, self._input_scale)
 
     def batch_scores(self, histories) -> np.ndarray:
         """(users, titles) scores, one row per history."""
