@@ -53,25 +53,6 @@ def test_unknown_titles_are_skipped_and_empty_histories_score_zero():
     assert not model.scores(np.array([40])).any()
 
 
-def test_the_softmax_loss_is_cross_entropy_with_its_gradients():
-    from nextwatch.training.sequence import _softmax_loss
-
-    generator = torch.Generator().manual_seed(0)
-    states = torch.randn(40, 16, generator=generator, dtype=torch.float64)
-    items = 0.3 * torch.randn(300, 16, generator=generator, dtype=torch.float64)
-    labels = torch.randint(0, 300, (40,), generator=generator)
-    figures = []
-    for loss_of in (lambda s, i: torch.nn.functional.cross_entropy(s @ i.T, labels),
-                    lambda s, i: _softmax_loss(torch).apply(s, i, labels)):
-        s, i = states.clone().requires_grad_(), items.clone().requires_grad_()
-        loss = loss_of(s, i)
-        (3.0 * loss).backward()  # a scale from above reaches both gradients
-        figures.append((loss.item(), s.grad, i.grad))
-    (plain, plain_states, plain_items), (fused, fused_states, fused_items) = figures
-    assert fused == pytest.approx(plain, abs=1e-12)
-    assert torch.allclose(fused_states, plain_states, atol=1e-12) and torch.allclose(fused_items, plain_items, atol=1e-12)
-
-
 def stride_histories(users: int, titles: int, seed: int):
     """Each user steps through the titles by a stride of their own (1, 2 or 3): from the last
     title alone the next is ambiguous, from the last two it is certain."""
@@ -203,6 +184,8 @@ def test_fit_tunes_the_weight_on_the_holdout_and_retrains_for_the_chosen_epochs(
     assert tuned["stopped_by"] in ("patience", "epochs") and report.sequence_stopped_by == tuned["stopped_by"]
     assert not report.time_capped
     assert tuned["final"] == {**tuned["final"], "start": "tuned", "epochs": FINAL_EPOCHS, "stopped_by": "epochs"}
+    # 23 titles: auto trained both with the full softmax, and the report says so.
+    assert (tuned["loss"], tuned["setting"], tuned["final"]["loss"]) == ("full", "auto", "full")
 
     # Given params: no holdout, the recorded weight; the recorded epochs from fresh weights, or
     # FINAL_EPOCHS more from a tuned network (evaluate's final fit).
@@ -237,6 +220,7 @@ def test_train_publishes_the_blend_and_a_cache_miss_serves_it(settings, store, s
     tuned = train(with_sequence, store, spark, [str(path)], include_event_log=False)
     meta = store.models.metadata(tuned.version)
     tuning = json.loads(meta["sequence_tuning"])
+    assert (tuning["loss"], tuning["setting"]) == ("full", "auto")  # the loss used is in the model's metadata
     assert meta["time_capped"] == "0" and meta["sequence_stopped_by"] == tuning["stopped_by"] != TIME_CAP
     chosen = store.models.load(tuned.version).params["sequence_weight"]
     best = max(w["ndcg@10"] for w in tuning["weights"])

@@ -21,6 +21,12 @@ def test_environment_values_are_parsed():
     assert settings.redis_timeout_seconds == 0.25
 
 
+def test_the_sequence_loss_settings_are_parsed():
+    settings = load_settings({"NEXTWATCH_SEQUENCE_LOSS": "sampled", "NEXTWATCH_SEQUENCE_NEGATIVES": "500"})
+    assert (settings.sequence_loss, settings.sequence_negatives) == ("sampled", 500)
+    assert (Settings().sequence_loss, Settings().sequence_negatives) == ("auto", 3000)
+
+
 def test_flags_override_environment():
     settings = load_settings({"NEXTWATCH_PORT": "8000"}, port=9000, workers=None)
     assert settings.port == 9000 and settings.workers == Settings().workers
@@ -34,6 +40,9 @@ def test_flags_override_environment():
     ("NEXTWATCH_KEY_PREFIX", "a:b", "characters"),
     ("NEXTWATCH_HISTORY_LENGTH", "-5", "between"),
     ("NEXTWATCH_REDIS_TIMEOUT", "soon", "must be a number of seconds"),
+    ("NEXTWATCH_SEQUENCE_LOSS", "softmax", "must be one of auto, full, sampled, got 'softmax'"),
+    ("NEXTWATCH_SEQUENCE_NEGATIVES", "0", "between 1 and 1000000"),
+    ("NEXTWATCH_SEQUENCE_NEGATIVES", "many", "whole number"),
 ])
 def test_bad_value_names_the_variable(variable, value, phrase):
     with pytest.raises(SettingsError) as problem:

@@ -119,6 +119,10 @@ def _text(raw: str) -> str:
     return raw
 
 
+# NEXTWATCH_SEQUENCE_LOSS's values; training/losses.py says what each one trains with.
+SEQUENCE_LOSSES = ("auto", "full", "sampled")
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Typed, validated settings. Build with :func:`load_settings`, or directly in tests."""
@@ -143,6 +147,8 @@ class Settings:
     rate_limit_burst: float | None = None  # None: twice the rate
     api_url: str = "http://127.0.0.1:5000"  # where clients (the notebook) reach a running API
     sequence_model: str = "auto"  # train the sequence model: auto (when PyTorch is installed) or off
+    sequence_loss: str = "auto"  # the sequence model's loss: full softmax, sampled, or auto (by the titles)
+    sequence_negatives: int = 3000  # titles each target is contrasted with when the loss is sampled
     train_minutes: float = 14.0  # safety cap of one training run (the holdout chooses the network's epochs)
     shards: int = 64  # user shards, each with its own event-log stream (and hash slot in a cluster)
     write_replicas: int = 0  # replicas that must hold a watch before POST /watched answers 2xx
@@ -208,6 +214,12 @@ SETTINGS_SPEC: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "api_url": ("API_URL", _http_url, "base URL of a running API, for clients such as notebooks/explore.ipynb"),
     "sequence_model": ("SEQUENCE_MODEL", _choice("auto", "off"),
                        "train the sequence model beside the table: auto (when PyTorch is installed) or off"),
+    "sequence_loss": ("SEQUENCE_LOSS", _choice(*SEQUENCE_LOSSES),
+                      "the sequence model's loss: full (softmax over every title), sampled (the target against "
+                      "NEXTWATCH_SEQUENCE_NEGATIVES sampled titles) or auto (full below a measured number of titles, "
+                      "sampled from there on)"),
+    "sequence_negatives": ("SEQUENCE_NEGATIVES", _integer(1, 1_000_000),
+                           "titles each batch's targets are contrasted with when the sequence loss is sampled"),
     "train_minutes": ("TRAIN_MINUTES", _number(float, 0.1, 24 * 60, unit=" minutes"),
                       "safety cap of one training run: the holdout chooses the sequence model's epochs; "
                       "the cap stops it only if reached first (time_capped in the model's metadata)"),

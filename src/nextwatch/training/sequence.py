@@ -1,9 +1,10 @@
 """Training the sequence model (``model/sequence.py``) with PyTorch on the CPU.
 
 The network predicts, at every position of a user's recent history, the title that comes next,
-with a softmax over the whole catalog (full cross-entropy: on these data sets clearly better
-than sampled negatives). Histories are the last ``max_length + 1`` titles of each user, left
-padded in batches. Two ways to train:
+trained with cross-entropy (``losses.py``): a softmax over the whole catalog, or, on catalogs
+where that costs too much, over the target and ``negatives`` sampled titles (``loss``: auto
+chooses by the number of titles). Histories are the last ``max_length + 1`` titles of each
+user, left padded in batches. Two ways to train:
 
 - with a holdout (histories, targets): NDCG@10 of the network alone is measured on a sample of
   the holdout after each epoch; training stops once it has not risen for ``patience`` epochs (or
@@ -24,7 +25,6 @@ NumPy weights.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import math
 import os
@@ -35,6 +35,7 @@ import numpy as np
 
 from ..evaluation.metrics import rank_block
 from ..model.sequence import SequenceModel
+from .losses import AUTO, SAMPLED, batch_loss, chosen_loss
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,8 @@ class SequenceOptions:
     holdout_sample: int = 3000  # holdout users measured after each epoch
     threads: int = 0  # 0: every core
     seed: int = 0
+    loss: str = AUTO  # full, sampled, or auto: by the number of titles (losses.py)
+    negatives: int = 3000  # titles each batch's targets are contrasted with, when the loss is sampled
 
 
 @dataclasses.dataclass
@@ -64,6 +67,7 @@ class SequenceReport:
     holdout_ndcg: list[float]  # per epoch, on the holdout sample (empty without a holdout)
     seconds: float
     stopped_by: str  # "patience", "epochs" (max_epochs or the epochs asked for), "time cap"
+    loss: dict = dataclasses.field(default_factory=dict)  # the loss trained with (``loss_record``)
 
     @property
     def time_capped(self) -> bool:
@@ -79,7 +83,20 @@ def options_from(settings) -> SequenceOptions | None:
         log.warning("PyTorch is not installed: training the table alone, without the sequence model "
                     "(pip install 'nextwatch[sequence]', or NEXTWATCH_SEQUENCE_MODEL=off to silence this)")
         return None
-    return SequenceOptions()
+    return SequenceOptions(loss=settings.sequence_loss, negatives=settings.sequence_negatives)
+
+
+def loss_record(options: SequenceOptions, title_count: int) -> dict:
+    """The loss a training over ``title_count`` titles uses, as its report and the model's
+    metadata keep it: ``{"loss": "full"}`` or ``{"loss": "sampled", "negatives": 3000}``, with
+    ``"setting": "auto"`` when auto chose it."""
+    kind = chosen_loss(options.loss, title_count)
+    record = {"loss": kind}
+    if kind == SAMPLED:
+        record["negatives"] = min(options.negatives, max(title_count - 1, 1))
+    if options.loss == AUTO:
+        record["setting"] = AUTO
+    return record
 
 
 def torch_available() -> bool:
@@ -109,13 +126,17 @@ def train_sequence_model(histories: Sequence[np.ndarray], title_count: int, opti
     if start is not None:
         _load(network, start)
     optimiser = torch.optim.Adam(network.parameters(), lr=options.learning_rate)
+    loss_used = loss_record(options, title_count)
+    # Its own generator (seed + 2; the holdout sample takes seed + 1): the batches' order and the
+    # dropout draw the same with either loss.
+    loss_of = batch_loss(loss_used["loss"], title_count, options.negatives, options.seed + 2)
     sample = _holdout_sample(holdout, options) if holdout is not None else None
     target_epochs = options.max_epochs if holdout is not None else (options.max_epochs if epochs is None else epochs)
     curve: list[float] = []
     best_state, best_epoch, stopped_by, epoch = None, 0, "epochs", 0
     for epoch in range(1, target_epochs + 1):
         epoch_started = time.monotonic()
-        loss, finished = _train_epoch(network, optimiser, sequences, rng, options, torch, cap)
+        loss, finished = _train_epoch(network, optimiser, loss_of, sequences, rng, options, torch, cap)
         message = f"sequence model epoch {epoch}: loss {loss:.4f}, {time.monotonic() - epoch_started:.1f} s"
         if not finished:  # part of an epoch: neither measured nor kept over a finished one
             log.info(message + " (stopped inside the epoch)")
@@ -139,11 +160,12 @@ def train_sequence_model(histories: Sequence[np.ndarray], title_count: int, opti
         network.load_state_dict(best_state)
     else:
         best_epoch = epoch
-    report = SequenceReport(epoch, best_epoch, curve, time.monotonic() - started, stopped_by)
+    report = SequenceReport(epoch, best_epoch, curve, time.monotonic() - started, stopped_by, loss_used)
     if report.time_capped:
         log.warning("sequence model: time cap reached (NEXTWATCH_TRAIN_MINUTES) after %d full epochs, before %s",
                     epoch, "the holdout said stop" if sample is not None else f"the {target_epochs} asked for")
-    log.info("sequence model: %d epochs, kept epoch %d (%s), %.1f s", epoch, best_epoch, stopped_by, report.seconds)
+    log.info("sequence model: %d epochs, kept epoch %d (%s), %.1f s, loss %s", epoch, best_epoch, stopped_by,
+             report.seconds, loss_used)
     return _export(network, options), report
 
 
@@ -170,10 +192,11 @@ def _sample_ndcg(model: SequenceModel, histories, targets, block: int = 512) -> 
     return float(np.concatenate(gains).mean()) if gains else 0.0
 
 
-def _train_epoch(network, optimiser, sequences, rng, options: SequenceOptions, torch,
+def _train_epoch(network, optimiser, loss_of, sequences, rng, options: SequenceOptions, torch,
                  cap: float | None) -> tuple[float, bool]:
-    """One pass in random batches: the mean loss, and whether it finished before ``cap``
-    (checked per batch: on a large event log one epoch alone can outlast the cap)."""
+    """One pass in random batches with ``loss_of`` (``losses.batch_loss``): the mean loss, and
+    whether it finished before ``cap`` (checked per batch: on a large event log one epoch alone
+    can outlast the cap)."""
     network.train()
     total, count = 0.0, 0
     order = rng.permutation(len(sequences))
@@ -190,40 +213,13 @@ def _train_epoch(network, optimiser, sequences, rng, options: SequenceOptions, t
         inputs, labels = torch.from_numpy(inputs), torch.from_numpy(labels)
         states = network(inputs)
         present = labels > 0
-        loss = _softmax_loss(torch).apply(states[present], network.items.weight[1:], labels[present] - 1)
+        loss = loss_of(states[present], network.items.weight[1:], labels[present] - 1)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
         total += loss.item() * int(present.sum())
         count += int(present.sum())
     return total / max(count, 1), True
-
-
-@functools.cache
-def _softmax_loss(torch):
-    """Mean cross-entropy of a softmax over every title, as one autograd step. The same figure
-    and gradients as ``F.cross_entropy(states @ items.T, labels)`` (to 1e-9 here), without its
-    intermediate arrays: those are positions x titles, where the epoch's time goes (on Amazon
-    Beauty 12,101 titles against a width of 64); the backward pass turns the saved logits into
-    the softmax in place. Measured here: 25% less time for this step."""
-
-    class SoftmaxLoss(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, states, items, labels):
-            logits = states @ items.T
-            norm = torch.logsumexp(logits, dim=1)
-            ctx.save_for_backward(states, items, labels, logits, norm)
-            return (norm - logits.gather(1, labels[:, None])[:, 0]).mean()
-
-        @staticmethod
-        def backward(ctx, grad):
-            states, items, labels, logits, norm = ctx.saved_tensors
-            gradient = logits.sub_(norm[:, None]).exp_()  # the softmax
-            gradient[torch.arange(len(labels)), labels] -= 1.0
-            gradient.mul_(grad / len(labels))
-            return gradient @ items, gradient.T @ states, None
-
-    return SoftmaxLoss
 
 
 def _network(title_count: int, options: SequenceOptions):
