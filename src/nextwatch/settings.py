@@ -119,6 +119,11 @@ def _text(raw: str) -> str:
     return raw
 
 
+# NEXTWATCH_SEQUENCE_ENGINE's and _DEVICE's values; training/engines.py says what each one does.
+SEQUENCE_ENGINES = ("auto", "local", "distributor")
+SEQUENCE_DEVICES = ("auto", "cpu")
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Typed, validated settings. Build with :func:`load_settings`, or directly in tests."""
@@ -143,6 +148,9 @@ class Settings:
     rate_limit_burst: float | None = None  # None: twice the rate
     api_url: str = "http://127.0.0.1:5000"  # where clients (the notebook) reach a running API
     sequence_model: str = "auto"  # train the sequence model: auto (when PyTorch is installed) or off
+    sequence_engine: str = "auto"  # where the network trains: auto, local or distributor (training/engines.py)
+    sequence_processes: int = 0  # TorchDistributor's processes; 0: one per executor slot (local[N]: N)
+    sequence_device: str = "auto"  # auto: a GPU when PyTorch sees one; cpu: never
     train_minutes: float = 14.0  # safety cap of one training run (the holdout chooses the network's epochs)
     shards: int = 64  # user shards, each with its own event-log stream (and hash slot in a cluster)
     write_replicas: int = 0  # replicas that must hold a watch before POST /watched answers 2xx
@@ -208,6 +216,14 @@ SETTINGS_SPEC: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "api_url": ("API_URL", _http_url, "base URL of a running API, for clients such as notebooks/explore.ipynb"),
     "sequence_model": ("SEQUENCE_MODEL", _choice("auto", "off"),
                        "train the sequence model beside the table: auto (when PyTorch is installed) or off"),
+    "sequence_engine": ("SEQUENCE_ENGINE", _choice(*SEQUENCE_ENGINES),
+                        "where the sequence network trains: auto (TorchDistributor on a Spark cluster, this process "
+                        "in local mode), local (this process) or distributor (TorchDistributor, also in local mode)"),
+    "sequence_processes": ("SEQUENCE_PROCESSES", _integer(0, 4096),
+                           "TorchDistributor's processes for the sequence network; 0: one per executor slot "
+                           "(local[N]: N)"),
+    "sequence_device": ("SEQUENCE_DEVICE", _choice(*SEQUENCE_DEVICES),
+                        "the sequence network's device: auto (a GPU when PyTorch sees one) or cpu"),
     "train_minutes": ("TRAIN_MINUTES", _number(float, 0.1, 24 * 60, unit=" minutes"),
                       "safety cap of one training run: the holdout chooses the sequence model's epochs; "
                       "the cap stops it only if reached first (time_capped in the model's metadata)"),
