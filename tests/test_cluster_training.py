@@ -74,9 +74,9 @@ def train(master: str, events: Path, settings, prefix: str, **env) -> str:
 
 
 # The network's best holdout NDCG@10 on this data set and holdout, trained in one process with
-# seeds 0-9: mean 0.2517, standard deviation 0.0057 (from 0.2398 to 0.2577). The cluster's run
-# draws other dropout masks, as another seed would: two such runs differ with a standard
-# deviation of about sqrt(2) x 0.0057 = 0.008, and 0.025 is three of those.
+# seeds 0-9 (bench/sequence_spread.py): mean 0.2517, standard deviation 0.0057, from 0.2398 to
+# 0.2577. The cluster's run draws other dropout masks, as another seed would: two such runs
+# differ with a standard deviation of about sqrt(2) x 0.0057 = 0.008, and 0.025 is three of those.
 NETWORK_NDCG_TOLERANCE = 0.025
 DISTRIBUTED = "torch-distributor 2 processes (gloo, cpu, spark executors)"
 

@@ -96,7 +96,8 @@ def train_in_process(job: Job) -> dict:
     dist.init_process_group(backend)
     try:
         world = dist.get_world_size()
-        engine = f"torch-distributor {world} process{'es' if world > 1 else ''} ({backend}, {device.type}, {job.placement})"
+        processes = f"{world} process{'es' if world > 1 else ''}"
+        engine = f"torch-distributor {processes} ({backend}, {device.type}, {job.placement})"
         start = None if job.start is None else SequenceModel(job.start["arrays"], heads=job.start["heads"])
         model, report = train_network(job.sequences(), job.title_count, job.options, job.sample, job.target_epochs,
                                       start, job.seconds_left, ranks=Processes(device), device=device, engine=engine)

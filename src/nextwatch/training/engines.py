@@ -85,9 +85,7 @@ def distributor_plan(engine: Engine) -> DistributorPlan | None:
         return None
     task_cpus = int(context.getConf().get("spark.task.cpus", "1"))
     if on_executors:
-        # On a standalone cluster defaultParallelism is the executors' cores (at least 2); each
-        # process is one barrier task and needs a free slot of task_cpus cores.
-        processes = engine.processes or max(1, context.defaultParallelism // task_cpus)
+        processes = engine.processes or executor_slots(context, task_cpus)
         threads = task_cpus
         use_gpu = engine.device != "cpu" and float(context.getConf().get("spark.task.resource.gpu.amount", "0")) > 0
     else:
@@ -97,3 +95,19 @@ def distributor_plan(engine: Engine) -> DistributorPlan | None:
         # (training_device); TorchDistributor's use_gpu would ask for Spark driver GPU resources.
         use_gpu = False
     return DistributorPlan(processes, on_executors, use_gpu, threads)
+
+
+def executor_slots(context, task_cpus: int) -> int:
+    """The tasks the executors can run at once: each process of TorchDistributor is one barrier
+    task, and a barrier stage asking for more slots than there are waits and fails. Spark's own
+    count, the one barrier scheduling checks against (``maxNumConcurrentTasks``: in Scala
+    ``private[spark]``, public to py4j); else the executors' cores, as ``defaultParallelism``
+    reports them on a standalone cluster (at least 2, and any ``spark.default.parallelism`` wins)."""
+    from py4j.protocol import Py4JError
+
+    spark_context = context._jsc.sc()
+    try:
+        slots = spark_context.maxNumConcurrentTasks(spark_context.resourceProfileManager().defaultResourceProfile())
+    except Py4JError:
+        slots = context.defaultParallelism // task_cpus
+    return max(1, int(slots))
