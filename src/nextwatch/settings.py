@@ -121,6 +121,9 @@ def _text(raw: str) -> str:
 
 # NEXTWATCH_SEQUENCE_LOSS's values; training/losses.py says what each one trains with.
 SEQUENCE_LOSSES = ("auto", "full", "sampled")
+# NEXTWATCH_SEQUENCE_ENGINE's and _DEVICE's values; training/engines.py says what each one does.
+SEQUENCE_ENGINES = ("auto", "local", "distributor")
+SEQUENCE_DEVICES = ("auto", "cpu")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,6 +152,9 @@ class Settings:
     sequence_model: str = "auto"  # train the sequence model: auto (when PyTorch is installed) or off
     sequence_loss: str = "auto"  # the sequence model's loss: full softmax, sampled, or auto (by the titles)
     sequence_negatives: int = 3000  # titles each target is contrasted with when the loss is sampled
+    sequence_engine: str = "auto"  # where the network trains: auto, local or distributor (training/engines.py)
+    sequence_processes: int = 0  # TorchDistributor's processes; 0: one per executor slot (local[N]: N)
+    sequence_device: str = "auto"  # auto: a GPU when PyTorch sees one; cpu: never
     train_minutes: float = 14.0  # safety cap of one training run (the holdout chooses the network's epochs)
     shards: int = 64  # user shards, each with its own event-log stream (and hash slot in a cluster)
     write_replicas: int = 0  # replicas that must hold a watch before POST /watched answers 2xx
@@ -220,6 +226,14 @@ SETTINGS_SPEC: dict[str, tuple[str, Callable[[str], Any], str]] = {
                       "sampled from there on)"),
     "sequence_negatives": ("SEQUENCE_NEGATIVES", _integer(1, 1_000_000),
                            "titles each batch's targets are contrasted with when the sequence loss is sampled"),
+    "sequence_engine": ("SEQUENCE_ENGINE", _choice(*SEQUENCE_ENGINES),
+                        "where the sequence network trains: auto (TorchDistributor on a Spark cluster, this process "
+                        "in local mode), local (this process) or distributor (TorchDistributor, also in local mode)"),
+    "sequence_processes": ("SEQUENCE_PROCESSES", _integer(0, 4096),
+                           "TorchDistributor's processes for the sequence network; 0: one per executor slot "
+                           "(local[N]: N)"),
+    "sequence_device": ("SEQUENCE_DEVICE", _choice(*SEQUENCE_DEVICES),
+                        "the sequence network's device: auto (a GPU when PyTorch sees one) or cpu"),
     "train_minutes": ("TRAIN_MINUTES", _number(float, 0.1, 24 * 60, unit=" minutes"),
                       "safety cap of one training run: the holdout chooses the sequence model's epochs; "
                       "the cap stops it only if reached first (time_capped in the model's metadata)"),

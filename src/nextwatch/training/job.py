@@ -126,6 +126,8 @@ def train(
                            "holdout_users": str(report.holdout["users"]), "grid": json.dumps(report.grid)})
     if report.sequence is not None:
         extra_meta["sequence_tuning"] = json.dumps(report.sequence)
+        if "engine" in report.sequence:  # where the network trained (training/engines.py)
+            extra_meta["sequence_engine"] = report.sequence["engine"]
     # "1" when NEXTWATCH_TRAIN_MINUTES ended a training of the network before the holdout (or the
     # epochs asked for) did: the model_training_time_capped gauge reads it (service/admin.py).
     extra_meta["time_capped"] = "1" if report.time_capped else "0"

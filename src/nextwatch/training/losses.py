@@ -58,7 +58,8 @@ def batch_loss(kind: str, title_count: int, negatives: int, seed: int) -> BatchL
         raise ValueError(f"the sequence loss must be {FULL} or {SAMPLED} here, got {kind!r}")
     draw = NegativeSampler(title_count, negatives, seed)
     sampled = sampled_softmax_loss(torch)
-    return lambda states, items, labels: sampled.apply(states, items, labels, draw())
+    # The negatives go where the network is (a GPU's training has its items there).
+    return lambda states, items, labels: sampled.apply(states, items, labels, draw().to(items.device))
 
 
 class NegativeSampler:
@@ -113,7 +114,7 @@ def full_softmax_loss(torch):
         def backward(ctx, grad):
             states, items, labels, logits, norm = ctx.saved_tensors
             gradient = logits.sub_(norm[:, None]).exp_()  # the softmax
-            gradient[torch.arange(len(labels)), labels] -= 1.0
+            gradient[torch.arange(len(labels), device=labels.device), labels] -= 1.0
             gradient.mul_(grad / len(labels))
             return gradient @ items, gradient.T @ states, None
 

@@ -1,4 +1,4 @@
-"""Training the sequence model (``model/sequence.py``) with PyTorch on the CPU.
+"""Training the sequence model (``model/sequence.py``) with PyTorch.
 
 The network predicts, at every position of a user's recent history, the title that comes next,
 trained with cross-entropy (``losses.py``): a softmax over the whole catalog, or, on catalogs
@@ -18,6 +18,10 @@ epochs and end with the same weights however busy the machine is. ``cap`` (a
 where it is (checked per batch), the report says ``stopped_by="time cap"`` and a warning says
 ``time cap reached``.
 
+Where it trains (``engines.py``): in this process, on the CPU or a GPU, or under pyspark's
+TorchDistributor in several processes (``distributed.py``), which run this same loop
+(``train_network``) and share each batch (``ranks.py``). The report names the engine.
+
 PyTorch is imported here only, when training runs: serving and evaluation score the exported
 NumPy weights.
 """
@@ -35,6 +39,8 @@ import numpy as np
 
 from ..evaluation.metrics import rank_block
 from ..model.sequence import SequenceModel
+from .engines import Engine, engine_from_settings, local_engine_name, training_device
+from .ranks import GO_ON, ONE_PROCESS, PATIENCE, TIME_CAP_REACHED, batch_share, rank_seed
 from .losses import AUTO, SAMPLED, batch_loss, chosen_loss
 
 log = logging.getLogger(__name__)
@@ -49,15 +55,16 @@ class SequenceOptions:
     heads: int = 1
     dropout: float = 0.3
     max_length: int = 50
-    batch_size: int = 128
+    batch_size: int = 128  # sequences per step, over all the processes of a distributed training
     learning_rate: float = 1e-3
     max_epochs: int = 40
     patience: int = 3  # epochs without a better holdout figure before stopping
     holdout_sample: int = 3000  # holdout users measured after each epoch
-    threads: int = 0  # 0: every core
+    threads: int = 0  # 0: every core (a distributed training: each process's share of them)
     seed: int = 0
     loss: str = AUTO  # full, sampled, or auto: by the number of titles (losses.py)
     negatives: int = 3000  # titles each batch's targets are contrasted with, when the loss is sampled
+    engine: Engine = Engine()  # where it trains (engines.py)
 
 
 @dataclasses.dataclass
@@ -67,6 +74,9 @@ class SequenceReport:
     holdout_ndcg: list[float]  # per epoch, on the holdout sample (empty without a holdout)
     seconds: float
     stopped_by: str  # "patience", "epochs" (max_epochs or the epochs asked for), "time cap"
+    engine: str = "local-cpu"  # "local-cpu", "cuda" or "torch-distributor N processes (...)"
+    positions: int = 0  # positions trained on, every epoch and process together
+    train_seconds: float = 0.0  # of ``seconds``, the passes over the batches (no holdout, no set-up)
     loss: dict = dataclasses.field(default_factory=dict)  # the loss trained with (``loss_record``)
 
     @property
@@ -83,7 +93,8 @@ def options_from(settings) -> SequenceOptions | None:
         log.warning("PyTorch is not installed: training the table alone, without the sequence model "
                     "(pip install 'nextwatch[sequence]', or NEXTWATCH_SEQUENCE_MODEL=off to silence this)")
         return None
-    return SequenceOptions(loss=settings.sequence_loss, negatives=settings.sequence_negatives)
+    return SequenceOptions(loss=settings.sequence_loss, negatives=settings.sequence_negatives,
+                           engine=engine_from_settings(settings))
 
 
 def loss_record(options: SequenceOptions, title_count: int) -> dict:
@@ -114,59 +125,103 @@ def train_sequence_model(histories: Sequence[np.ndarray], title_count: int, opti
     """Train on ``histories`` (title codes, oldest first). ``holdout``: choose the epoch on it;
     else train ``epochs`` epochs (default ``options.max_epochs``). ``start``: begin from these
     weights (same options) instead of fresh ones. ``cap``: the run's safety cap (module
-    docstring)."""
+    docstring). ``options.engine`` says where (``engines.py``)."""
+    from .engines import distributor_plan
+
+    seconds_left = None if cap is None else cap - time.monotonic()
+    sequences = training_sequences(histories, options)
+    sample = _holdout_sample(holdout, options) if holdout is not None else None
+    target_epochs = options.max_epochs if holdout is not None or epochs is None else epochs
+    plan = distributor_plan(options.engine)
+    if plan is not None:
+        from .distributed import train_with_distributor
+
+        return train_with_distributor(plan, sequences, title_count, options, sample, target_epochs, start, seconds_left)
+    import torch
+
+    return train_network(sequences, title_count, options, sample, target_epochs, start, seconds_left,
+                         device=training_device(options.engine, torch))
+
+
+def training_sequences(histories: Sequence[np.ndarray], options: SequenceOptions) -> list[np.ndarray]:
+    """What the network trains on: each history's last ``max_length + 1`` titles (at least 2)."""
+    return [np.asarray(h[-(options.max_length + 1):], dtype=np.int64) for h in histories if len(h) >= 2]
+
+
+def train_network(sequences: list[np.ndarray], title_count: int, options: SequenceOptions, sample,
+                  target_epochs: int, start: SequenceModel | None, seconds_left: float | None,
+                  ranks=ONE_PROCESS, device="cpu", engine: str | None = None) -> tuple[SequenceModel, SequenceReport]:
+    """The training loop of every engine: ``ranks`` are the processes of this training
+    (``ranks.py``: one, or a torch.distributed group), ``device`` this process's; ``sample``
+    the holdout sample (process 0 measures it). Every process returns process 0's result."""
     import torch
 
     started = time.monotonic()
+    cap = None if seconds_left is None else started + seconds_left
     torch.manual_seed(options.seed)
     torch.set_num_threads(training_threads(options))
-    rng = np.random.default_rng(options.seed)
-    sequences = [np.asarray(h[-(options.max_length + 1):], dtype=np.int64) for h in histories if len(h) >= 2]
+    rng = np.random.default_rng(options.seed)  # the same batches in every process
     network = _network(title_count, options)
     if start is not None:
         _load(network, start)
+    network.to(device)
+    trained = ranks.wrap(network)
+    if ranks.world > 1:
+        torch.manual_seed(rank_seed(options.seed, ranks.rank))
     optimiser = torch.optim.Adam(network.parameters(), lr=options.learning_rate)
     loss_used = loss_record(options, title_count)
     # Its own generator (seed + 2; the holdout sample takes seed + 1): the batches' order and the
-    # dropout draw the same with either loss.
+    # dropout draw the same with either loss, and every process draws the same negatives.
     loss_of = batch_loss(loss_used["loss"], title_count, options.negatives, options.seed + 2)
-    sample = _holdout_sample(holdout, options) if holdout is not None else None
-    target_epochs = options.max_epochs if holdout is not None else (options.max_epochs if epochs is None else epochs)
+    lengths = np.array([len(s) for s in sequences], dtype=np.int64)
+    measuring = sample is not None and ranks.rank == 0
     curve: list[float] = []
-    best_state, best_epoch, stopped_by, epoch = None, 0, "epochs", 0
+    best_state, best_epoch, stopped_by, epoch, positions, train_seconds = None, 0, "epochs", 0, 0, 0.0
     for epoch in range(1, target_epochs + 1):
         epoch_started = time.monotonic()
-        loss, finished = _train_epoch(network, optimiser, loss_of, sequences, rng, options, torch, cap)
+        loss, count, finished = _train_epoch(trained, network, optimiser, loss_of, sequences, lengths, rng, options,
+                                             torch, cap, ranks, device)
+        train_seconds += time.monotonic() - epoch_started
+        loss, count = ranks.totals(loss, count)
+        loss, positions = loss / max(count, 1), positions + int(count)
         message = f"sequence model epoch {epoch}: loss {loss:.4f}, {time.monotonic() - epoch_started:.1f} s"
         if not finished:  # part of an epoch: neither measured nor kept over a finished one
-            log.info(message + " (stopped inside the epoch)")
+            if ranks.rank == 0:
+                log.info(message + " (stopped inside the epoch)")
             stopped_by = TIME_CAP
             epoch -= 1
             break
-        if sample is not None:
+        verdict = GO_ON
+        if measuring:
             curve.append(_sample_ndcg(_export(network, options), *sample))
             message += f", holdout NDCG@10 {curve[-1]:.4f}"
             if curve[-1] > max(curve[:-1], default=-1.0):
                 best_state, best_epoch = {k: v.clone() for k, v in network.state_dict().items()}, epoch
             elif epoch - best_epoch >= options.patience:
-                log.info(message)
-                stopped_by = "patience"
-                break
-        log.info(message)
-        if cap is not None and time.monotonic() > cap and epoch < target_epochs:
-            stopped_by = TIME_CAP
+                verdict = PATIENCE
+        if verdict == GO_ON and cap is not None and time.monotonic() > cap and epoch < target_epochs:
+            verdict = TIME_CAP_REACHED
+        if ranks.rank == 0:
+            log.info(message)
+        verdict = ranks.agree(verdict)
+        if verdict != GO_ON:
+            stopped_by = "patience" if verdict == PATIENCE else TIME_CAP
             break
+    if ranks.rank != 0:
+        return ranks.shared(None)
     if best_state is not None:
         network.load_state_dict(best_state)
     else:
         best_epoch = epoch
-    report = SequenceReport(epoch, best_epoch, curve, time.monotonic() - started, stopped_by, loss_used)
+    report = SequenceReport(epoch, best_epoch, curve, time.monotonic() - started, stopped_by, loss=loss_used,
+                            engine=engine or local_engine_name(torch.device(device)), positions=positions,
+                            train_seconds=train_seconds)
     if report.time_capped:
         log.warning("sequence model: time cap reached (NEXTWATCH_TRAIN_MINUTES) after %d full epochs, before %s",
                     epoch, "the holdout said stop" if sample is not None else f"the {target_epochs} asked for")
-    log.info("sequence model: %d epochs, kept epoch %d (%s), %.1f s, loss %s", epoch, best_epoch, stopped_by,
-             report.seconds, loss_used)
-    return _export(network, options), report
+    log.info("sequence model: %d epochs, kept epoch %d (%s), %.1f s, %s, loss %s", epoch, best_epoch, stopped_by,
+             report.seconds, report.engine, loss_used)
+    return ranks.shared((_export(network, options), report))
 
 
 def training_threads(options: SequenceOptions) -> int:
@@ -192,34 +247,42 @@ def _sample_ndcg(model: SequenceModel, histories, targets, block: int = 512) -> 
     return float(np.concatenate(gains).mean()) if gains else 0.0
 
 
-def _train_epoch(network, optimiser, loss_of, sequences, rng, options: SequenceOptions, torch,
-                 cap: float | None) -> tuple[float, bool]:
-    """One pass in random batches with ``loss_of`` (``losses.batch_loss``): the mean loss, and
-    whether it finished before ``cap`` (checked per batch: on a large event log one epoch alone
-    can outlast the cap)."""
-    network.train()
+def _train_epoch(trained, network, optimiser, loss_of, sequences, lengths, rng, options: SequenceOptions, torch,
+                 cap: float | None, ranks, device) -> tuple[float, int, bool]:
+    """One pass in random batches with ``loss_of`` (``losses.batch_loss``), each batch shared
+    among ``ranks``: this process's loss summed over its positions, their count, and whether the
+    pass finished before ``cap`` (checked per batch, process 0's clock deciding: on a large event
+    log one epoch alone can outlast the cap)."""
+    trained.train()
     total, count = 0.0, 0
     order = rng.permutation(len(sequences))
     for start in range(0, len(order), options.batch_size):
-        if cap is not None and time.monotonic() > cap:
-            return total / max(count, 1), False
-        batch = [sequences[i] for i in order[start: start + options.batch_size]]
-        width = max(len(s) for s in batch) - 1
-        inputs = np.zeros((len(batch), width), dtype=np.int64)  # code + 1; 0 is padding
-        labels = np.zeros((len(batch), width), dtype=np.int64)
-        for row, s in enumerate(batch):
-            inputs[row, width - len(s) + 1:] = s[:-1] + 1
-            labels[row, width - len(s) + 1:] = s[1:] + 1
-        inputs, labels = torch.from_numpy(inputs), torch.from_numpy(labels)
-        states = network(inputs)
+        if cap is not None and ranks.agree(TIME_CAP_REACHED if time.monotonic() > cap else GO_ON) != GO_ON:
+            return total, count, False
+        mine, factor = batch_share(order[start: start + options.batch_size], lengths, ranks.rank, ranks.world)
+        inputs, labels = (torch.from_numpy(a).to(device) for a in padded_batch([sequences[i] for i in mine]))
+        states = trained(inputs)
         present = labels > 0
         loss = loss_of(states[present], network.items.weight[1:], labels[present] - 1)
         optimiser.zero_grad()
-        loss.backward()
+        (loss * factor if factor != 1.0 else loss).backward()
         optimiser.step()
-        total += loss.item() * int(present.sum())
-        count += int(present.sum())
-    return total / max(count, 1), True
+        if factor:
+            positions = int(present.sum())
+            total += loss.item() * positions
+            count += positions
+    return total, count, True
+
+
+def padded_batch(batch: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs and labels of ``batch``, left padded to its longest sequence: code + 1, 0 padding."""
+    width = max(len(s) for s in batch) - 1
+    inputs = np.zeros((len(batch), width), dtype=np.int64)
+    labels = np.zeros((len(batch), width), dtype=np.int64)
+    for row, s in enumerate(batch):
+        inputs[row, width - len(s) + 1:] = s[:-1] + 1
+        labels[row, width - len(s) + 1:] = s[1:] + 1
+    return inputs, labels
 
 
 def _network(title_count: int, options: SequenceOptions):
@@ -271,11 +334,12 @@ def _network(title_count: int, options: SequenceOptions):
             """States at every position of left-padded ``inputs`` (codes + 1, 0 = padding)."""
             users, width = inputs.shape
             present = (inputs > 0).unsqueeze(-1)
-            recency = torch.arange(width - 1, -1, -1)
+            recency = torch.arange(width - 1, -1, -1, device=inputs.device)
             x = self.drop(self.items(inputs) * self.scale + self.positions(recency)) * present
             keys_present = (inputs > 0).unsqueeze(1)  # (users, 1, width)
-            allowed = torch.tril(torch.ones(width, width, dtype=torch.bool)).unsqueeze(0) & keys_present
-            allowed = (allowed | torch.eye(width, dtype=torch.bool).unsqueeze(0)).unsqueeze(1)
+            square = torch.ones(width, width, dtype=torch.bool, device=inputs.device)
+            allowed = torch.tril(square).unsqueeze(0) & keys_present
+            allowed = (allowed | torch.eye(width, dtype=torch.bool, device=inputs.device).unsqueeze(0)).unsqueeze(1)
             for block in self.blocks:
                 x = block(x, allowed, present)
             return self.out(x)

@@ -70,8 +70,9 @@ def tune_sequence(table_model: NextTitleModel, train_histories: list[np.ndarray]
     best = max(SEQUENCE_WEIGHTS, key=lambda w: (by_weight[w]["ndcg@10"], -w))  # equal: the smaller λ
     log.info("sequence weight %s chosen: holdout NDCG@10 %.4f (table alone %.4f)", best,
              by_weight[best]["ndcg@10"], by_weight[0.0]["ndcg@10"])
-    tuning = {**report.loss, "epochs": report.epochs, "best_epoch": report.best_epoch, "stopped_by": report.stopped_by,
-              "seconds": round(report.seconds, 1), "holdout_ndcg_by_epoch": [round(v, 5) for v in report.holdout_ndcg],
+    tuning = {**report.loss, "engine": report.engine, "epochs": report.epochs, "best_epoch": report.best_epoch,
+              "stopped_by": report.stopped_by, "seconds": round(report.seconds, 1),
+              "holdout_ndcg_by_epoch": [round(v, 5) for v in report.holdout_ndcg],
               "weights": [{"weight": w, "hr@10": m["hr@10"], "ndcg@10": m["ndcg@10"]} for w, m in by_weight.items()]}
     chosen = dataclasses.replace(chosen, sequence_weight=best, sequence_epochs=report.best_epoch if best > 0 else 0)
     return Tuned(chosen, tuning, network, report.stopped_by)
@@ -94,8 +95,8 @@ def final_sequence(title_count: int, histories: Callable[[], list[np.ndarray]], 
                                                epochs=FINAL_EPOCHS if start is not None else max(1, epochs))
     if start is None and report.epochs == 0:  # cut short inside its first epoch: it learned little
         return None, {"start": "fresh", "epochs": 0, "stopped_by": TIME_CAP}
-    return network, {**report.loss, "start": "tuned" if start is not None else "fresh", "epochs": report.epochs,
-                     "stopped_by": report.stopped_by, "seconds": round(report.seconds, 1)}
+    return network, {**report.loss, "engine": report.engine, "start": "tuned" if start is not None else "fresh",
+                     "epochs": report.epochs, "stopped_by": report.stopped_by, "seconds": round(report.seconds, 1)}
 
 
 def blend_metrics(table_model: NextTitleModel, network, histories, targets: np.ndarray, weights,
