@@ -31,6 +31,7 @@ from nextwatch.model.sequence import SequenceModel
 from scorer_before import BEFORE, model_class
 
 TARGET_US = 150.0
+WHOLE = "all"  # a step named so is the others together: left out of their sum
 
 
 def build(titles: int, neighbours: int, seed: int = 0) -> NextTitleModel:
@@ -71,7 +72,7 @@ def step_calls(model: NextTitleModel, history: np.ndarray) -> dict:
         "catalog: items @ (c * state)": lambda: blend_kernels._catalog_product(sequence.items, state),
         "top 10 of learned + table": lambda: blend_kernels.top_blended(learned, blend.popular_centred, reached,
                                                                        at_reached, watched, 10),
-        "all but the top 10 (one call)": lambda: blend._parts(history),
+        WHOLE + " but the top 10 (one call)": lambda: blend._parts(history),
     }
 
 
@@ -127,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  steps, {label}:")
                 for name, value in steps.items():
                     print(f"    {name:40} {value:6.1f}")
-                print(f"    {'sum of the steps':40} {sum(steps.values()):6.1f}", flush=True)
+                parts = sum(value for name, value in steps.items() if not name.startswith(WHOLE))
+                print(f"    {'sum of the steps':40} {parts:6.1f}", flush=True)
     return 0 if met else 1
 
 
