@@ -24,6 +24,7 @@ run, its processes' start-up included, is printed beside it. Runs after the size
 from __future__ import annotations
 
 import argparse
+import re
 import os
 import subprocess
 import sys
@@ -79,7 +80,12 @@ def time_training(events_file: Path, redis_url: str, master: str) -> dict:
     if process.returncode != 0:
         raise RuntimeError(f"training failed:\n{output}")
     return {"seconds": time.monotonic() - started, "driver_mb": driver_peak, "jvm_mb": jvm_peak,
-            "output": next((line for line in output.splitlines() if line.startswith("published")), "")}
+            "output": next((line for line in output.splitlines() if line.startswith("published")), ""),
+            "network": [line.split(" - ")[-1] for line in output.splitlines() if NETWORK_LOG.search(line)]}
+
+
+# What the run's log says of the network: each epoch (with its holdout figure), the stop, the cap.
+NETWORK_LOG = re.compile(r"sequence model epoch|sequence model: |time cap reached|sequence weight")
 
 
 NETWORK_VARIANTS = {  # name -> (engine, processes, threads per process)
@@ -190,6 +196,8 @@ def table_rows(args) -> None:
                   f"train {result['seconds']:7.1f} s, {dataset.events / result['seconds']:9,.0f} events/s, "
                   f"peak RSS driver {result['driver_mb']:.0f} MiB, Spark JVM {result['jvm_mb']:.0f} MiB", flush=True)
             print(f"    {result['output']}", flush=True)
+            for line in result["network"]:
+                print(f"    network: {line}", flush=True)
     if len(results) >= 2:
         small, large = results[0], results[-1]
         growth = large["events"] / small["events"]
