@@ -3,6 +3,7 @@ data set split as ``nextwatch evaluate`` splits it (the network trains on the va
 histories and stops on the validation targets), without Spark or the table.
 
     .venv/bin/python bench/sequence_epochs.py FILE --format FMT [--max-epochs N] [--threads N]
+        [--loss auto|full|sampled] [--negatives K]
 
 Prints one JSON object: epochs, best epoch, stopped_by, seconds per epoch (training alone and
 the holdout measurement alone) and the holdout curve.
@@ -20,6 +21,7 @@ import time
 
 from nextwatch.datasets.readers import EVENT_FORMATS, read_events
 from nextwatch.evaluation import leave_last_out
+from nextwatch.settings import SEQUENCE_LOSSES
 from nextwatch.training import sequence as trainer
 
 
@@ -30,11 +32,13 @@ def main() -> None:
     parser.add_argument("--max-epochs", type=int, default=trainer.SequenceOptions.max_epochs)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--loss", choices=SEQUENCE_LOSSES, default=trainer.SequenceOptions.loss)
+    parser.add_argument("--negatives", type=int, default=trainer.SequenceOptions.negatives)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     split = leave_last_out(read_events(args.dataset, args.fmt).events)
     options = dataclasses.replace(trainer.SequenceOptions(), max_epochs=args.max_epochs, threads=args.threads,
-                                  seed=args.seed)
+                                  seed=args.seed, loss=args.loss, negatives=args.negatives)
     timings = {"train": 0.0, "holdout": 0.0}
     measure = trainer._sample_ndcg
 
@@ -51,7 +55,8 @@ def main() -> None:
                                              holdout=(split.validation_histories, split.validation_targets))
     total = time.perf_counter() - began
     print(json.dumps({"dataset": args.dataset, "users": len(split.users), "items": split.n_items,
-                      "epochs": report.epochs, "best_epoch": report.best_epoch, "stopped_by": report.stopped_by,
+                      **report.loss, "epochs": report.epochs, "best_epoch": report.best_epoch,
+                      "stopped_by": report.stopped_by,
                       "seconds": round(total, 1),
                       "train_seconds_per_epoch": round((total - timings["holdout"]) / max(report.epochs, 1), 2),
                       "holdout_seconds_per_epoch": round(timings["holdout"] / max(report.epochs, 1), 2),

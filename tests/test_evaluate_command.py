@@ -155,6 +155,8 @@ def test_evaluate_trains_the_sequence_model_over_seeds_within_its_time_box(demo_
     assert (f"model over 2 seeds (mean ± standard error): hr@10 {mean['hr@10']:.4f} ± {error['hr@10']:.4f}, "
             f"ndcg@10 {mean['ndcg@10']:.4f} ± {error['ndcg@10']:.4f}") in printed
     assert "model (mean, 2 seeds)" in printed and "ties: pessimistic" in printed
+    # The demo's catalog is far below losses.SAMPLED_FROM_TITLES: auto trained with the full softmax, and says so.
+    assert (tuned["loss"], tuned["setting"]) == ("full", "auto") and ", full softmax)" in printed
 
 
 def test_evaluate_with_rules_shows_what_a_blocklist_costs(demo_events, tmp_path):

@@ -254,9 +254,10 @@ def _sequence_line(result: dict) -> str:
         return f"sequence model: not trained, {tuned['skipped']} (NEXTWATCH_TRAIN_MINUTES)"
     p = result["parameters"]
     by_weight = " ".join(f"{w['weight']:g}:{w['ndcg@10']:.4f}" for w in tuned["weights"])
+    loss = tuned["loss"] + (f" ({tuned['negatives']} negatives)" if "negatives" in tuned else "")
     return (f"sequence model: weight {p['sequence_weight']:g}, {p['sequence_epochs']} epochs (best of "
-            f"{tuned['epochs']} on validation, stopped by {tuned['stopped_by']}); validation ndcg@10 by weight: "
-            f"{by_weight}")
+            f"{tuned['epochs']} on validation, stopped by {tuned['stopped_by']}, {loss} softmax); validation "
+            f"ndcg@10 by weight: {by_weight}")
 
 
 def _seed_lines(result: dict) -> list[str]:
