@@ -13,9 +13,9 @@ import torch
 
 from nextwatch.evaluation.metrics import rank_block, summarise
 from nextwatch.settings import Settings
-from nextwatch.training.losses import (SAMPLED_FROM_TITLES, NegativeSampler, batch_loss, chosen_loss,
+from nextwatch.training.losses import (SAMPLED_FROM_TITLES, NegativeSampler, batch_loss, chosen_loss, loss_record,
                                        full_softmax_loss, sampled_softmax_loss)
-from nextwatch.training.sequence import SequenceOptions, loss_record, options_from, train_sequence_model
+from nextwatch.training.sequence import SequenceOptions, options_from, train_sequence_model
 
 SMALL = SequenceOptions(dim=16, blocks=2, heads=2, dropout=0.0, max_length=8, seed=3)
 TITLES = 300
@@ -108,9 +108,10 @@ def test_auto_picks_the_full_loss_below_the_threshold_and_the_sampled_one_from_i
     with pytest.raises(ValueError, match="full or sampled"):
         batch_loss("auto", 20, 5, seed=0)
     options = dataclasses.replace(SMALL, negatives=500)
-    assert loss_record(options, SAMPLED_FROM_TITLES - 1) == {"loss": "full", "setting": "auto"}
-    assert loss_record(options, SAMPLED_FROM_TITLES) == {"loss": "sampled", "negatives": 500, "setting": "auto"}
-    assert loss_record(dataclasses.replace(options, loss="sampled"), 40) == {"loss": "sampled", "negatives": 39}
+    assert loss_record(options.loss, options.negatives, SAMPLED_FROM_TITLES - 1) == {"loss": "full", "setting": "auto"}
+    assert loss_record(options.loss, options.negatives, SAMPLED_FROM_TITLES) == {"loss": "sampled", "negatives": 500,
+                                                                                  "setting": "auto"}
+    assert loss_record("sampled", options.negatives, 40) == {"loss": "sampled", "negatives": 39}
 
 
 def test_the_settings_reach_the_training_options():

@@ -17,7 +17,7 @@ import numpy as np
 
 from .network_kernels import FAST, last_states
 
-FLAT = 1e-12  # a spread at most this is no spread: the scores are only centred
+FLAT = 1e-12  # a spread at most this is no spread: the scores are only centred (``standardised`` too)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -155,29 +155,37 @@ def blend_parts(history, weight, position_weights, offsets, neighbour_codes, nei
     offsets_one = np.array([0, recent.shape[0]], np.int64)
     state = last_states(recent, offsets_one, items, positions, input_scale, *network)[0]
 
-    # The network's scores' moments over the unwatched titles, from the items' mean and scatter
-    # (``SequenceModel.score_moments``), without a pass over the catalog.
-    d = state.shape[0]
-    sequence_squares = 0.0
-    centre = 0.0
-    for i in range(d):
-        row = 0.0
-        for j in range(d):
-            row += item_scatter[i, j] * np.float64(state[j])
-        sequence_squares += np.float64(state[i]) * row
-        centre += np.float64(state[i]) * item_mean[i]
-    sequence_total = 0.0
-    for code in moments_watched:
-        own = -centre
-        for i in range(d):
-            own += np.float64(items[code, i]) * np.float64(state[i])
-        sequence_total -= own
-        sequence_squares -= own * own
+    sequence_total, sequence_squares = score_moments(state, items, item_mean, item_scatter, moments_watched)
     sequence_spread = _spread(sequence_total, max(sequence_squares, 0.0), unwatched)
 
     scale = np.float32(weight * table_spread / sequence_spread)
     learned = _catalog_product(items, state * scale)
     return learned, reached, at_reached, watched, table_spread
+
+
+@numba.njit(cache=True, nogil=True)
+def score_moments(state, items, item_mean, item_scatter, excluded):
+    """Sum and sum of squares, about the mean score of all titles, of the network's scores
+    ``items @ state`` of every title but the ``excluded`` codes (distinct, known), without a
+    pass over the catalog: from the items' mean and scatter matrix (float64, precomputed), less
+    the excluded titles' own scores. The squares may come out a rounding below 0."""
+    d = state.shape[0]
+    squares = 0.0
+    centre = 0.0
+    for i in range(d):
+        row = 0.0
+        for j in range(d):
+            row += item_scatter[i, j] * np.float64(state[j])
+        squares += np.float64(state[i]) * row
+        centre += np.float64(state[i]) * item_mean[i]
+    total = 0.0
+    for code in excluded:
+        own = -centre
+        for i in range(d):
+            own += np.float64(items[code, i]) * np.float64(state[i])
+        total -= own
+        squares -= own * own
+    return total, squares
 
 
 @numba.njit(cache=True, nogil=True)

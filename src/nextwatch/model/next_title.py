@@ -31,6 +31,7 @@ import numpy as np
 
 from .adjustments import Adjustments, ranked
 from .blend import BlendedScorer, distinct
+from .blend_kernels import FLAT
 from .sequence import SequenceModel
 
 SEQUENCE_PREFIX = "sequence."  # payload arrays of the sequence model
@@ -161,7 +162,7 @@ class NextTitleModel:
         unwatched = np.ones(self.title_count, dtype=bool)
         unwatched[watched] = False
         spread = float(scores[unwatched].std()) if unwatched.any() else 0.0
-        return scores.astype(np.float64), spread if spread > 1e-12 else 1.0
+        return scores.astype(np.float64), spread if spread > FLAT else 1.0
 
     def recommend(self, history: np.ndarray, k: int, with_sequence: bool = True,
                   adjustments: Adjustments | None = None) -> list[int]:
@@ -290,7 +291,7 @@ def standardised_rows(scores: np.ndarray, over: np.ndarray) -> np.ndarray:
     mean = np.where(over, scores, 0.0).sum(axis=1, keepdims=True) / count
     centred = scores - mean
     spread = np.sqrt(np.where(over, centred * centred, 0.0).sum(axis=1, keepdims=True) / count)
-    return centred / np.where(spread > 1e-12, spread, 1.0)
+    return centred / np.where(spread > FLAT, spread, 1.0)
 
 
 def _contains(sorted_values: np.ndarray, candidates: np.ndarray) -> np.ndarray:

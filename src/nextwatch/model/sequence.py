@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from .attention import BLOCK_ARRAYS, FoldedNetwork
+from .blend_kernels import score_moments
 
 __all__ = ["BLOCK_ARRAYS", "SequenceModel"]
 
@@ -48,8 +49,8 @@ class SequenceModel:
         items -= self._item_mean
         self._item_scatter = items.T @ items  # their squared deviations from it add up to out' C out
         # What the compiled blend (``blend_kernels.blend_parts``) reads, in its argument order.
-        self.kernel_inputs = (self.items, self._item_mean, np.ascontiguousarray(self._item_scatter), self.positions,
-                              self._input_scale, self._folded.arrays())
+        self.kernel_inputs = (self.items, self._item_mean, self._item_scatter, self.positions, self._input_scale,
+                              self._folded.arrays())
 
     @property
     def title_count(self) -> int:
@@ -99,13 +100,9 @@ class SequenceModel:
     def score_moments(self, state: np.ndarray, excluded: np.ndarray) -> tuple[float, float]:
         """Sum and sum of squares, about the mean score of all titles, of the scores
         ``items @ state`` of every title but the ``excluded`` codes (distinct, known), without
-        scoring the catalog: from the items' mean and scatter matrix, less the excluded titles'
-        own scores (float64)."""
-        state = state.astype(np.float64)
-        total, squares = 0.0, float(state @ self._item_scatter @ state)
-        if len(excluded):
-            own = self.items[excluded].astype(np.float64) @ state - float(state @ self._item_mean)
-            total, squares = -float(own.sum()), squares - float(own @ own)
+        scoring the catalog (``blend_kernels.score_moments``, which the blend computes with)."""
+        total, squares = score_moments(state.astype(np.float32), self.items, self._item_mean, self._item_scatter,
+                                       np.asarray(excluded, dtype=np.int64))
         return total, max(squares, 0.0)
 
     # -- serialisation (the model store writes these bytes) -----------------------------------------

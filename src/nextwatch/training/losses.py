@@ -50,6 +50,19 @@ def chosen_loss(setting: str, title_count: int) -> str:
     return SAMPLED if title_count >= SAMPLED_FROM_TITLES else FULL
 
 
+def loss_record(setting: str, negatives: int, title_count: int) -> dict:
+    """The loss a training over ``title_count`` titles uses, as its report and the model's
+    metadata keep it: ``{"loss": "full"}`` or ``{"loss": "sampled", "negatives": 3000}``, with
+    ``"setting": "auto"`` when auto chose it."""
+    kind = chosen_loss(setting, title_count)
+    record = {"loss": kind}
+    if kind == SAMPLED:
+        record["negatives"] = min(negatives, max(title_count - 1, 1))
+    if setting == AUTO:
+        record["setting"] = AUTO
+    return record
+
+
 def batch_loss(kind: str, title_count: int, negatives: int, seed: int) -> BatchLoss:
     """The loss a training applies to every batch: the full softmax, or the sampled one drawing its
     negatives from a generator of its own (seeded: the same seed draws the same negatives, and

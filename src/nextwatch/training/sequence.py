@@ -41,7 +41,7 @@ from ..evaluation.metrics import rank_block
 from ..model.sequence import SequenceModel
 from .engines import Engine, engine_from_settings, local_engine_name, training_device
 from .ranks import GO_ON, ONE_PROCESS, PATIENCE, TIME_CAP_REACHED, batch_share, rank_seed
-from .losses import AUTO, SAMPLED, batch_loss, chosen_loss
+from .losses import AUTO, batch_loss, loss_record
 
 log = logging.getLogger(__name__)
 
@@ -95,19 +95,6 @@ def options_from(settings) -> SequenceOptions | None:
         return None
     return SequenceOptions(loss=settings.sequence_loss, negatives=settings.sequence_negatives,
                            engine=engine_from_settings(settings))
-
-
-def loss_record(options: SequenceOptions, title_count: int) -> dict:
-    """The loss a training over ``title_count`` titles uses, as its report and the model's
-    metadata keep it: ``{"loss": "full"}`` or ``{"loss": "sampled", "negatives": 3000}``, with
-    ``"setting": "auto"`` when auto chose it."""
-    kind = chosen_loss(options.loss, title_count)
-    record = {"loss": kind}
-    if kind == SAMPLED:
-        record["negatives"] = min(options.negatives, max(title_count - 1, 1))
-    if options.loss == AUTO:
-        record["setting"] = AUTO
-    return record
 
 
 def torch_available() -> bool:
@@ -169,7 +156,7 @@ def train_network(sequences: list[np.ndarray], title_count: int, options: Sequen
     if ranks.world > 1:
         torch.manual_seed(rank_seed(options.seed, ranks.rank))
     optimiser = torch.optim.Adam(network.parameters(), lr=options.learning_rate)
-    loss_used = loss_record(options, title_count)
+    loss_used = loss_record(options.loss, options.negatives, title_count)
     # Its own generator (seed + 2; the holdout sample takes seed + 1): the batches' order and the
     # dropout draw the same with either loss, and every process draws the same negatives.
     loss_of = batch_loss(loss_used["loss"], title_count, options.negatives, options.seed + 2)
