@@ -165,3 +165,12 @@ def test_every_documented_status_is_produced(client, document, store, settings):
         for status in operation["responses"]
     }
     assert documented - produced == set()
+
+
+def test_the_genre_filter_is_parsed_by_the_rule_the_schema_states(client):
+    """The schema and the parser share one pattern, so a generated "valid" genre is never refused."""
+    from nextwatch.api.inputs import GENRE_PATTERN
+    assert client.get("/openapi.json").get_json()["components"]["parameters"]["genre"]["schema"]["pattern"] \
+        == GENRE_PATTERN
+    assert client.get("/recommend/U1?genre=%E3%80%80").status_code == 200  # an ideographic space is text here
+    assert client.get("/recommend/U1?genre=%1F").status_code == 400

@@ -17,6 +17,11 @@ from ..service.title_facets import Filters
 
 MAX_K = 100
 _ID_CHARACTERS = re.compile(r"[A-Za-z0-9_.:\-]+")
+# A genre filter is printable text with something besides spaces. Only the space is trimmed: the
+# OpenAPI schema says the same with an explicit class, because regex dialects disagree on which
+# characters \s means (Python's counts \x1c-\x1f as spaces, ECMAScript's does not).
+GENRE_PATTERN = r"^[^\x00-\x1f\x7f]*[^\x00-\x20\x7f][^\x00-\x1f\x7f]*$"
+_GENRE = re.compile(GENRE_PATTERN)
 _REGION = re.compile(r"[A-Z]{2}")
 MAX_BODY_BYTES = 64 * 1024
 # PUT /admin/rules: 10,000 blocked and 10,000 boosted ids of up to 128 characters fit.
@@ -96,9 +101,10 @@ def filters(values: Mapping[str, str]) -> Filters:
     id in ``exclude`` excludes nothing: well-formed values are never refused."""
     genre = values.get("genre")
     if genre is not None:
-        genre = genre.strip().casefold()
-        if not genre or len(genre) > MAX_GENRE_LENGTH:
-            raise InvalidInput(f"genre must be 1-{MAX_GENRE_LENGTH} characters", error="invalid_genre")
+        if len(genre) > MAX_GENRE_LENGTH or not _GENRE.match(genre):
+            raise InvalidInput(f"genre must be 1-{MAX_GENRE_LENGTH} printable characters, not only spaces",
+                               error="invalid_genre")
+        genre = genre.strip(" ").casefold()
     excluded: tuple[str, ...] = ()
     if values.get("exclude") is not None:
         if len(values["exclude"]) > MAX_EXCLUDE_CHARACTERS:
