@@ -18,10 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-# Process 0's verdicts after an epoch: train on; stop (no better holdout figure for the
-# patience's epochs, or the cap); or train on at a lower learning rate (an epoch without a
-# better figure, when the options decay the rate on a plateau).
-GO_ON, PATIENCE, TIME_CAP_REACHED, SLOW_DOWN = 0, 1, 2, 3
+GO_ON, PATIENCE, TIME_CAP_REACHED = 0, 1, 2  # process 0's verdicts
 
 
 def batch_share(batch: np.ndarray, lengths: np.ndarray, rank: int, world: int) -> tuple[np.ndarray, float]:

@@ -40,7 +40,7 @@ import numpy as np
 from ..evaluation.metrics import rank_block
 from ..model.sequence import SequenceModel
 from .engines import Engine, engine_from_settings, local_engine_name, training_device
-from .ranks import GO_ON, ONE_PROCESS, PATIENCE, SLOW_DOWN, TIME_CAP_REACHED, batch_share, rank_seed
+from .ranks import GO_ON, ONE_PROCESS, PATIENCE, TIME_CAP_REACHED, batch_share, rank_seed
 from .losses import AUTO, batch_loss, loss_record
 
 log = logging.getLogger(__name__)
@@ -59,9 +59,6 @@ class SequenceOptions:
     learning_rate: float = 1e-3
     max_epochs: int = 40
     patience: int = 3  # epochs without a better holdout figure before stopping
-    # After an epoch without a better holdout figure the learning rate is multiplied by this
-    # (1.0: constant rate); measured in BENCHMARKS.md ("The learning rate on a plateau").
-    plateau_decay: float = 1.0
     holdout_sample: int = 3000  # holdout users measured after each epoch
     threads: int = 0  # 0: every core (a distributed training: each process's share of them)
     seed: int = 0
@@ -189,18 +186,11 @@ def train_network(sequences: list[np.ndarray], title_count: int, options: Sequen
                 best_state, best_epoch = {k: v.clone() for k, v in network.state_dict().items()}, epoch
             elif epoch - best_epoch >= options.patience:
                 verdict = PATIENCE
-            elif options.plateau_decay != 1.0:
-                verdict = SLOW_DOWN
-                message += f", learning rate now {optimiser.param_groups[0]['lr'] * options.plateau_decay:.2g}"
-        if verdict in (GO_ON, SLOW_DOWN) and cap is not None and time.monotonic() > cap and epoch < target_epochs:
+        if verdict == GO_ON and cap is not None and time.monotonic() > cap and epoch < target_epochs:
             verdict = TIME_CAP_REACHED
         if ranks.rank == 0:
             log.info(message)
         verdict = ranks.agree(verdict)
-        if verdict == SLOW_DOWN:
-            for group in optimiser.param_groups:
-                group["lr"] *= options.plateau_decay
-            continue
         if verdict != GO_ON:
             stopped_by = "patience" if verdict == PATIENCE else TIME_CAP
             break
