@@ -7,7 +7,7 @@ from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 
 from nextwatch.api import create_app
-from nextwatch.api.inputs import MAX_RULES_BODY_BYTES
+from nextwatch.api.inputs import GENRE_PATTERN, MAX_RULES_BODY_BYTES
 from nextwatch.api.serving_routes import ROUTES as SERVING_ROUTES
 from nextwatch.settings import Settings
 from nextwatch.store import Store
@@ -169,7 +169,6 @@ def test_every_documented_status_is_produced(client, document, store, settings):
 
 def test_the_genre_filter_is_parsed_by_the_rule_the_schema_states(client):
     """The schema and the parser share one pattern, so a generated "valid" genre is never refused."""
-    from nextwatch.api.inputs import GENRE_PATTERN
     assert client.get("/openapi.json").get_json()["components"]["parameters"]["genre"]["schema"]["pattern"] \
         == GENRE_PATTERN
     assert client.get("/recommend/U1?genre=%E3%80%80").status_code == 200  # an ideographic space is text here

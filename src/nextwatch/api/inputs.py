@@ -101,7 +101,7 @@ def filters(values: Mapping[str, str]) -> Filters:
     id in ``exclude`` excludes nothing: well-formed values are never refused."""
     genre = values.get("genre")
     if genre is not None:
-        if len(genre) > MAX_GENRE_LENGTH or not _GENRE.match(genre):
+        if len(genre) > MAX_GENRE_LENGTH or not _GENRE.fullmatch(genre):  # fullmatch: Python's $ passes a final \n
             raise InvalidInput(f"genre must be 1-{MAX_GENRE_LENGTH} printable characters, not only spaces",
                                error="invalid_genre")
         genre = genre.strip(" ").casefold()
