@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from nextwatch.settings import load_settings
-from nextwatch.training.engines import Engine, distributor_plan, engine_from_settings, training_device
+from nextwatch.training.engines import (LONG_TRAINING_POSITIONS, Engine, distributor_plan, engine_from_settings,
+                                       training_device)
 from nextwatch.training.losses import full_softmax_loss
 from nextwatch.training.ranks import batch_share
 from nextwatch.training.sequence import (TIME_CAP, SequenceOptions, _network, padded_batch,
@@ -75,9 +76,14 @@ def test_the_settings_and_the_spark_session_choose_the_engine(spark):
                               "NEXTWATCH_SEQUENCE_DEVICE": "cpu"})
     assert engine_from_settings(settings) == Engine("distributor", 3, "cpu")
     assert engine_from_settings(load_settings({})) == Engine("auto", 0, "auto")
-    # In local mode auto and local train in this process; distributor runs N processes of local[N]
-    # here, each with its share of the cores.
+    # In local mode local trains in this process, and so does auto below LONG_TRAINING_POSITIONS
+    # positions an epoch; distributor (and auto from there) runs N processes of local[N] here,
+    # each with its share of the cores.
     assert distributor_plan(Engine("auto")) is None and distributor_plan(Engine("local")) is None
+    assert distributor_plan(Engine("auto"), positions=LONG_TRAINING_POSITIONS - 1) is None
+    assert distributor_plan(Engine("local"), positions=10 * LONG_TRAINING_POSITIONS) is None
+    long_one = distributor_plan(Engine("auto"), positions=LONG_TRAINING_POSITIONS)
+    assert (long_one.processes, long_one.on_executors, long_one.use_gpu) == (2, False, False)
     plan = distributor_plan(Engine("distributor"))
     assert (plan.processes, plan.on_executors, plan.use_gpu) == (2, False, False)
     assert plan.threads == max(1, (os.cpu_count() or 1) // 2)

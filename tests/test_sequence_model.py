@@ -202,6 +202,25 @@ def test_fit_tunes_the_weight_on_the_holdout_and_retrains_for_the_chosen_epochs(
     assert not without.has_sequence
 
 
+def test_beyond_the_tuning_events_the_network_learns_from_the_tuning_sample(spark):
+    titles = 23
+    histories = stride_histories(400, titles, seed=5)
+    every_event = sum(len(h) for h in histories)
+    # max_length 12 holds every history whole (4-9 titles), so the last title adds one position.
+    options = dataclasses.replace(SMALL, dim=32, batch_size=32, max_epochs=8, patience=4, learning_rate=1e-2,
+                                  max_length=12)
+    model, report = fit_next_title(spark, stride_events(spark, histories), titles, sequence=options,
+                                   base=FitParams(window=3), tuning_events=every_event // 2)
+    tuned, final = report.sequence, report.sequence["final"]
+    sampled_users = report.holdout["users"]  # every sampled user (4+ events) holds one title out
+    assert 0 < sampled_users < len(histories) and model.has_sequence
+    # The final pass is the tuning sample again, each user with the title tuning held out: one
+    # tuning epoch's positions plus one a user, not every user's (the table is built from all).
+    assert final["positions"] == tuned["positions"] // tuned["epochs"] + sampled_users
+    assert final["positions"] < sum(len(h) - 1 for h in histories) * 0.75
+    assert report.events == every_event
+
+
 def test_train_publishes_the_blend_and_a_cache_miss_serves_it(settings, store, spark, tmp_path):
     import csv
 

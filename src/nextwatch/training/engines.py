@@ -5,9 +5,10 @@ The settings (``NEXTWATCH_SEQUENCE_ENGINE``, ``_PROCESSES``, ``_DEVICE``) give a
 ``distributor_plan`` turns it into the run's placement once a Spark session is known:
 
 - ``auto`` (the default): TorchDistributor when the Spark session runs on a cluster
-  (``spark://...``), so the cluster trains the network as well as the table; in local mode
-  (``local[N]``) this process, as before: one process already uses every core, and starting
-  TorchDistributor's processes costs seconds that a small training never wins back;
+  (``spark://...``), so the cluster trains the network as well as the table. In local mode
+  (``local[N]``, N >= 2) TorchDistributor's N processes on this machine for a training of at
+  least ``LONG_TRAINING_POSITIONS`` positions an epoch, and this process for a shorter one:
+  starting the processes costs seconds that a short training never wins back;
 - ``local``: always this process;
 - ``distributor``: always TorchDistributor; in local mode its processes run on this machine
   (``torchrun``), N of them for ``local[N]`` (how ``bench/train.py`` measures the speed-up).
@@ -21,6 +22,16 @@ import dataclasses
 import os
 
 from ..settings import SEQUENCE_DEVICES as DEVICES, SEQUENCE_ENGINES as ENGINES
+
+# From this many training positions an epoch, ``auto`` in local mode trains under
+# TorchDistributor. Measured with ``bench/train.py --network-only`` (BENCHMARKS.md, "The sequence
+# network alone, by engine"): on 2 cores, two processes of one thread train 1.55x faster than one
+# process of two threads on a quiet machine (1.15x with a core taken by other work), and start
+# 5 s later (8-10 s when busy). One process trains ~28,000 positions/s, so 500,000 positions are
+# an 18 s epoch: the processes repay their start-up inside the first epoch when the machine is
+# quiet, and by the fourth when it is busy (a holdout-stopped training runs at least
+# patience + 1 epochs). Amazon Beauty's ~130,000 positions stay in one process.
+LONG_TRAINING_POSITIONS = 500_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,8 +75,9 @@ def local_engine_name(device) -> str:
     return "cuda" if device.type == "cuda" else "local-cpu"
 
 
-def distributor_plan(engine: Engine) -> DistributorPlan | None:
-    """TorchDistributor's placement for this training, or None to train in this process."""
+def distributor_plan(engine: Engine, positions: int = 0) -> DistributorPlan | None:
+    """TorchDistributor's placement for this training (``positions``: what it trains on each
+    epoch), or None to train in this process."""
     if engine.choice == "local":
         return None
     from pyspark.errors import PySparkRuntimeError
@@ -81,7 +93,8 @@ def distributor_plan(engine: Engine) -> DistributorPlan | None:
         return None
     context = spark.sparkContext
     on_executors = not context.master.startswith("local")
-    if engine.choice == "auto" and not on_executors:
+    if engine.choice == "auto" and not on_executors and (context.defaultParallelism < 2
+                                                         or positions < LONG_TRAINING_POSITIONS):
         return None
     task_cpus = int(context.getConf().get("spark.task.cpus", "1"))
     if on_executors:

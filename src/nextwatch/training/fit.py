@@ -14,7 +14,11 @@ Two variants behind one name (``FitParams.model``):
 
 With ``sequence`` options (and PyTorch), a sequence model is trained beside the neighbour table
 (``sequence_fit.py``): first on the tuning events until the holdout says stop, where its blend
-weight λ is chosen; then, when λ > 0, on all the events, continuing the tuned network.
+weight λ is chosen; then, when λ > 0, on all the events, continuing the tuned network. Beyond
+``TUNING_EVENTS`` events the network learns from the tuning sample's users only (their last
+titles included in the final pass): its training costs the same at any size, and a final pass
+over every event, 5x a tuning epoch at 10M events, would be cut by the cap, making the model
+depend on the machine's speed.
 ``FitParams`` records λ and the epochs, so a fit with given params trains without a holdout
 (from the tuned network when the caller passes it as ``warm_start``: ``evaluate``'s final fit).
 
@@ -177,7 +181,11 @@ def fit_next_title(spark: SparkSession, events: DataFrame, titles: TitleCodes | 
         model, n_events = _build(coded, chosen, counted, order_column)
         report = FitReport(chosen, holdout, tried, n_events, 0.0)
         if sequence is not None and chosen.sequence_weight > 0:
-            model = _final_sequence(model, coded, order_column, chosen, sequence, deadline,
+            # The sample's users, each now with the last title the holdout kept back: all the
+            # events below tuning_events, and beyond them a final pass that costs one tuning
+            # epoch, whatever the data's size (the network needs no per-user weights, so it
+            # scores every user's history all the same).
+            model = _final_sequence(model, sample, order_column, chosen, sequence, deadline,
                                     tuned.network if tuned else None, report)
     if tuned is not None:
         report.sequence = {**tuned.report, **({"final": report.sequence} if report.sequence else {})}

@@ -119,7 +119,7 @@ def train_sequence_model(histories: Sequence[np.ndarray], title_count: int, opti
     sequences = training_sequences(histories, options)
     sample = _holdout_sample(holdout, options) if holdout is not None else None
     target_epochs = options.max_epochs if holdout is not None or epochs is None else epochs
-    plan = distributor_plan(options.engine)
+    plan = distributor_plan(options.engine, positions=sum(len(s) - 1 for s in sequences))
     if plan is not None:
         from .distributed import train_with_distributor
 

@@ -4,9 +4,10 @@ to them.
 - Tuning: the network trains on the tuning events until the holdout says stop (``sequence.py``),
   then its blend weight λ is chosen on the same holdout from ``SEQUENCE_WEIGHTS`` (0 keeps the
   table alone). ``FitParams`` records λ and the best epoch.
-- The final training on all the events. After a tuning in the same run it continues the tuned
-  network for ``FINAL_EPOCHS``: the final events are the tuning events plus each user's last one,
-  so starting again would spend the best epoch's count of epochs relearning what the tuned
+- The final training on all the events (beyond ``fit.TUNING_EVENTS``, the tuning sample's
+  users' events). After a tuning in the same run it continues the tuned network for
+  ``FINAL_EPOCHS``: the final events are the tuning events plus each user's last one, so
+  starting again would spend the best epoch's count of epochs relearning what the tuned
   network already knows. Given only params (no tuned network), it trains the recorded epochs
   from fresh weights, as a holdout run chose them.
 
@@ -71,7 +72,7 @@ def tune_sequence(table_model: NextTitleModel, train_histories: list[np.ndarray]
     log.info("sequence weight %s chosen: holdout NDCG@10 %.4f (table alone %.4f)", best,
              by_weight[best]["ndcg@10"], by_weight[0.0]["ndcg@10"])
     tuning = {**report.loss, "engine": report.engine, "epochs": report.epochs, "best_epoch": report.best_epoch,
-              "stopped_by": report.stopped_by, "seconds": round(report.seconds, 1),
+              "stopped_by": report.stopped_by, "seconds": round(report.seconds, 1), "positions": report.positions,
               "holdout_ndcg_by_epoch": [round(v, 5) for v in report.holdout_ndcg],
               "weights": [{"weight": w, "hr@10": m["hr@10"], "ndcg@10": m["ndcg@10"]} for w, m in by_weight.items()]}
     chosen = dataclasses.replace(chosen, sequence_weight=best, sequence_epochs=report.best_epoch if best > 0 else 0)
@@ -96,7 +97,8 @@ def final_sequence(title_count: int, histories: Callable[[], list[np.ndarray]], 
     if start is None and report.epochs == 0:  # cut short inside its first epoch: it learned little
         return None, {"start": "fresh", "epochs": 0, "stopped_by": TIME_CAP}
     return network, {**report.loss, "engine": report.engine, "start": "tuned" if start is not None else "fresh",
-                     "epochs": report.epochs, "stopped_by": report.stopped_by, "seconds": round(report.seconds, 1)}
+                     "epochs": report.epochs, "stopped_by": report.stopped_by, "seconds": round(report.seconds, 1),
+                     "positions": report.positions}
 
 
 def blend_metrics(table_model: NextTitleModel, network, histories, targets: np.ndarray, weights,
