@@ -309,6 +309,13 @@ def test_the_time_box_leaves_the_table_alone_when_it_is_spent(spark):
                                    deadline=spent)
     assert not model.has_sequence and model.params["sequence_weight"] == 0
     assert report.time_capped and report.sequence_stopped_by == TIME_CAP
+    # A tuned network to continue and the cap already reached: published as tuned, without
+    # starting a final epoch that could only stop at once.
+    tuned = train_sequence_model(histories, 23, SMALL, epochs=1)[0]
+    model, report = fit_next_title(spark, stride_events(spark, histories), 23, params=given, sequence=SMALL,
+                                   deadline=spent, warm_start=tuned)
+    assert model.has_sequence and model.sequence is tuned and model.sequence_weight == 2.0
+    assert report.sequence == {"start": "tuned", "epochs": 0, "stopped_by": TIME_CAP} and report.time_capped
 
 
 # -- the fast blended scorer (model/blend.py) against the blend written plainly ----------------

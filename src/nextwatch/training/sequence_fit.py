@@ -85,8 +85,12 @@ def final_sequence(title_count: int, histories: Callable[[], list[np.ndarray]], 
     """The network trained on all the events (``histories()``): ``start`` continued for
     ``FINAL_EPOCHS``, or fresh weights for ``epochs``. None when it started fresh and the cap
     left no time; the dict says what was done (the fit's report keeps it)."""
+    left = None if cap is None else cap - time.monotonic()
+    if start is not None and left is not None and left <= 0:  # starting the engine would only stop it
+        log.warning("time cap reached: publishing the tuned sequence model without its final epoch "
+                    "(NEXTWATCH_TRAIN_MINUTES)")
+        return start, {"start": "tuned", "epochs": 0, "stopped_by": TIME_CAP}
     if start is None:
-        left = None if cap is None else cap - time.monotonic()
         if left is not None and left < MIN_SEQUENCE_SECONDS:
             log.warning("time cap reached: %.0f s left for the sequence model, publishing the table alone "
                         "(NEXTWATCH_TRAIN_MINUTES)", max(left, 0.0))
