@@ -8,23 +8,21 @@ validation, which it trains on. So this script drops every user's last title fro
 the validation titles play the test's part and the titles before them the validation's.
 
     .venv/bin/python research/final-epoch/nested_validation.py ../shared/data/amazon-beauty/Beauty.txt \
-        --final-epochs 1 --final-lr-scale 1.0 -- --json
+        --final-epochs 1 -- --json
 
-``--final-epochs`` replaces FINAL_EPOCHS (0: publish the tuned weights as they are);
-``--final-lr-scale`` multiplies the learning rate of the final epochs only. What follows ``--``
-is added to the `evaluate` command line. The shortened copy lives in a temporary folder.
+``--final-epochs`` replaces FINAL_EPOCHS (0: publish the tuned weights as they are). What
+follows ``--`` is added to the `evaluate` command line. The shortened copy lives in a temporary folder.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import tempfile
 from pathlib import Path
 
 from nextwatch.cli import main as nextwatch_main
-from nextwatch.training import fit, sequence_fit
+from nextwatch.training import sequence_fit
 
 
 def without_last_titles(source: Path, target: Path) -> None:
@@ -41,17 +39,9 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("file", type=Path)
     parser.add_argument("--final-epochs", type=int, default=sequence_fit.FINAL_EPOCHS)
-    parser.add_argument("--final-lr-scale", type=float, default=1.0)
     args = parser.parse_args(argv[:split])
-    sequence_fit.FINAL_EPOCHS = args.final_epochs
-    product_final = fit.final_sequence
-
-    def final_with_scaled_rate(title_count, histories, epochs, options, *rest):
-        scaled = dataclasses.replace(options, learning_rate=options.learning_rate * args.final_lr_scale)
-        return product_final(title_count, histories, epochs, scaled, *rest)
-
-    fit.final_sequence = final_with_scaled_rate  # what fit._final_sequence calls
-    print(f"final epochs {args.final_epochs}, final learning rate x{args.final_lr_scale}", file=sys.stderr)
+    sequence_fit.FINAL_EPOCHS = args.final_epochs  # read by final_sequence when it runs
+    print(f"final epochs {args.final_epochs}", file=sys.stderr)
     with tempfile.TemporaryDirectory() as folder:
         shortened = Path(folder) / args.file.name
         without_last_titles(args.file, shortened)

@@ -181,7 +181,6 @@ def fit_next_title(spark: SparkSession, events: DataFrame, titles: TitleCodes | 
                 tuned = tune_sequence(holdout_model, _histories(train_part, "pos"), histories, targets, chosen,
                                       sequence, deadline, _timed)
                 chosen = tuned.params
-                model = _attached(model, None, chosen)  # its params record λ and the epochs
         finally:
             positioned.unpersist()
         report = FitReport(chosen, holdout, tried, n_events, 0.0)
@@ -192,6 +191,8 @@ def fit_next_title(spark: SparkSession, events: DataFrame, titles: TitleCodes | 
             # scores every user's history all the same).
             model = _final_sequence(model, sample, order_column, chosen, sequence, deadline,
                                     tuned.network if tuned else None, report)
+        elif tuned is not None:  # λ = 0: the table alone, its params recording the tuning's choice
+            model = _attached(model, None, chosen)
     if tuned is not None:
         report.sequence = {**tuned.report, **({"final": report.sequence} if report.sequence else {})}
         report.sequence_network = tuned.network
