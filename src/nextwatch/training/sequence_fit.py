@@ -4,7 +4,7 @@ to them.
 - Tuning: the network trains on the tuning events until the holdout says stop (``sequence.py``),
   then its blend weight λ is chosen on the same holdout from ``SEQUENCE_WEIGHTS`` (0 keeps the
   table alone). ``FitParams`` records λ and the best epoch.
-- The final training on all the events (beyond ``fit.TUNING_EVENTS``, the tuning sample's
+- The final training on all the events (beyond ``holdout.TUNING_EVENTS``, the tuning sample's
   users' events). After a tuning in the same run it continues the tuned network for
   ``FINAL_EPOCHS``: the final events are the tuning events plus each user's last one, so
   starting again would spend the best epoch's count of epochs relearning what the tuned
@@ -32,6 +32,7 @@ from ..model import NextTitleModel
 from ..model.next_title import standardised_rows, unwatched_mask
 from ..model.sequence import SequenceModel
 from .sequence import TIME_CAP, SequenceOptions, train_sequence_model
+from .timing import timed
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class Tuned:
 
 
 def tune_sequence(table_model: NextTitleModel, train_histories: list[np.ndarray], histories, targets: np.ndarray,
-                  chosen, options: SequenceOptions, cap: float | None, timed) -> Tuned:
+                  chosen, options: SequenceOptions, cap: float | None) -> Tuned:
     """Train the network on ``train_histories``, keeping its best epoch on the holdout
     (``histories``, ``targets``), then choose λ there with ``table_model``."""
     left = None if cap is None else cap - time.monotonic()
@@ -80,8 +81,8 @@ def tune_sequence(table_model: NextTitleModel, train_histories: list[np.ndarray]
 
 
 def final_sequence(title_count: int, histories: Callable[[], list[np.ndarray]], epochs: int,
-                   options: SequenceOptions, cap: float | None, start: SequenceModel | None,
-                   timed) -> tuple[SequenceModel | None, dict]:
+                   options: SequenceOptions, cap: float | None,
+                   start: SequenceModel | None) -> tuple[SequenceModel | None, dict]:
     """The network trained on all the events (``histories()``): ``start`` continued for
     ``FINAL_EPOCHS``, or fresh weights for ``epochs``. None when it started fresh and the cap
     left no time; the dict says what was done (the fit's report keeps it)."""
