@@ -99,7 +99,9 @@ class Ranker:
         """``codes`` (a cached ranking) without the titles the request filters out, those no
         longer available, and those demoted for the user."""
         allowed = self._allowed(rules, filters)
-        kept = [int(c) for c in codes if c < len(allowed) and allowed[c]]
+        count = len(allowed)
+        # Python ints, not NumPy scalars: a cache hit's ten codes checked as scalars cost 3.5x.
+        kept = [c for c in (codes.tolist() if isinstance(codes, np.ndarray) else codes) if c < count and allowed[c]]
         if demoted is not None and len(demoted):
             out = set(demoted.tolist())
             kept = [c for c in kept if c not in out]
