@@ -33,6 +33,7 @@ import numpy as np
 
 from nextwatch.training import sequence as trainer
 from nextwatch.training.losses import FULL, SAMPLED, SAMPLED_FROM_TITLES, batch_loss
+from nextwatch.training.network import torch_network
 
 
 def histories(titles: int, count: int, longest: int, seed: int) -> list[np.ndarray]:
@@ -50,7 +51,7 @@ def seconds_per_batch(titles: int, options: trainer.SequenceOptions, batches: in
     runs = {}
     for kind in (FULL, SAMPLED):
         torch.manual_seed(options.seed)
-        network = trainer._network(titles, options)
+        network = torch_network(titles, options)
         optimiser = torch.optim.Adam(network.parameters(), lr=options.learning_rate)
         loss_of = batch_loss(kind, titles, options.negatives, options.seed)
         trainer._train_epoch(network, optimiser, loss_of, warm_up, np.random.default_rng(0), options, torch, None)

@@ -19,7 +19,8 @@ from nextwatch.training.engines import (LONG_TRAINING_POSITIONS, Engine, distrib
                                        training_device)
 from nextwatch.training.losses import full_softmax_loss
 from nextwatch.training.ranks import batch_share
-from nextwatch.training.sequence import (TIME_CAP, SequenceOptions, _network, padded_batch,
+from nextwatch.training.network import torch_network
+from nextwatch.training.sequence import (TIME_CAP, SequenceOptions, padded_batch,
                                          train_sequence_model, training_sequences)
 
 # No dropout: one process and two then draw nothing at random and must train alike.
@@ -56,7 +57,7 @@ def test_the_averaged_gradient_of_the_shares_is_the_whole_batchs():
 
     def gradients(rows, factor):
         torch.manual_seed(0)
-        network = _network(23, OPTIONS)
+        network = torch_network(23, OPTIONS)
         inputs, labels = (torch.from_numpy(a) for a in padded_batch([sequences[i] for i in rows]))
         present = labels > 0
         loss = full_softmax_loss(torch).apply(network(inputs)[present], network.items.weight[1:], labels[present] - 1)

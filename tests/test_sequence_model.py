@@ -18,7 +18,8 @@ from nextwatch.model.blend import top_codes
 from nextwatch.model.next_title import standardised, standardised_rows
 from nextwatch.model.sequence import SequenceModel
 from nextwatch.training.fit import SEQUENCE_WEIGHTS, FitParams, fit_next_title
-from nextwatch.training.sequence import TIME_CAP, SequenceOptions, _export, _network, train_sequence_model
+from nextwatch.training.network import exported, torch_network
+from nextwatch.training.sequence import TIME_CAP, SequenceOptions, train_sequence_model
 from nextwatch.training.sequence_fit import FINAL_EPOCHS
 
 SMALL = SequenceOptions(dim=16, blocks=2, heads=2, dropout=0.0, max_length=8, seed=3)
@@ -33,11 +34,11 @@ def torch_scores(network, history, max_length):
 
 
 def test_numpy_scorer_matches_the_torch_network():
-    network = _network(30, SMALL)
+    network = torch_network(30, SMALL)
     with torch.no_grad():  # move the layer norms and biases off their defaults, so they count
         for parameter in network.parameters():
             parameter.add_(0.05 * torch.randn_like(parameter))
-    model = _export(network, SMALL)
+    model = exported(network, SMALL)
     histories = [np.array([3]), np.array([3, 4, 5]), np.arange(13) % 30, np.array([29, 0, 29, 7]), np.arange(8)]
     for history in histories:
         assert np.allclose(model.scores(history), torch_scores(network, history, SMALL.max_length), atol=1e-5)
