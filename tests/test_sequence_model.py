@@ -215,10 +215,11 @@ def test_beyond_the_tuning_events_the_network_learns_from_the_tuning_sample(spar
     tuned, final = report.sequence, report.sequence["final"]
     sampled_users = report.holdout["users"]  # every sampled user (4+ events) holds one title out
     assert 0 < sampled_users < len(histories) and model.has_sequence
-    # The final pass is the tuning sample again, each user with the title tuning held out: one
+    # Each final epoch is the tuning sample again, each user with the title tuning held out: one
     # tuning epoch's positions plus one a user, not every user's (the table is built from all).
-    assert final["positions"] == tuned["positions"] // tuned["epochs"] + sampled_users
-    assert final["positions"] < sum(len(h) - 1 for h in histories) * 0.75
+    per_epoch = final["positions"] / final["epochs"]
+    assert final["epochs"] == FINAL_EPOCHS and per_epoch == tuned["positions"] // tuned["epochs"] + sampled_users
+    assert per_epoch < sum(len(h) - 1 for h in histories) * 0.75
     assert report.events == every_event
 
 
