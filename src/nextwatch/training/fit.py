@@ -132,20 +132,20 @@ def _fit_on_inner_holdout(coded: DataFrame, base: FitParams, grid: Sequence[dict
         counted = title_counts(coded, title_count)  # the final build's, and the sample's total
         sample = user_sample(coded, counted[1], tuning_events, seed)
         positioned, train_part, histories, targets = inner_holdout(sample, order_column, holdout_users, seed)
-    tuned = None
+    tuned, holdout_model = None, None
     try:
         if len(targets):
             table = tune_table(train_part, base, grid, title_count, "pos", histories, targets,
                                keep_model=sequence is not None)
-            chosen, tried, holdout = table.params, table.tried, table.holdout
+            chosen, tried, holdout, holdout_model = table.params, table.tried, table.holdout, table.model
         else:  # nobody has enough events to hold one out: the defaults
             chosen, tried, holdout = base, [], None
         # The final table before the network's tuning, which then trains in the time the cap
         # really leaves: a reserve for the table after it had to be guessed, and at 10M
         # events the final build took 2.5x that guess, running 2-3 minutes past the cap.
         model, n_events = build_table(coded, chosen, counted, order_column)
-        if sequence is not None and len(targets):
-            tuned = tune_sequence(table.model, _histories(train_part, "pos"), histories, targets, chosen,
+        if holdout_model is not None:  # tuned with a sequence model asked for
+            tuned = tune_sequence(holdout_model, _histories(train_part, "pos"), histories, targets, chosen,
                                   sequence, deadline)
             chosen = tuned.params
     finally:
