@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import DEFAULT_NEIGHBOURS, ON_BOTH_TOPOLOGIES, TITLES, publish_test_model
+from conftest import DEFAULT_NEIGHBOURS, ON_BOTH_TOPOLOGIES, TITLES, publish_test_model, scrape
 
 pytestmark = ON_BOTH_TOPOLOGIES
 
@@ -163,8 +163,15 @@ def test_a_new_title_is_not_invisible(client, store, catalog):
     assert "NEW1" in watched["recommendations"]
     reason = next(r for r in watched["explanations"] if r["content_id"] == "NEW1")
     assert reason["reason"] == "new"
+    before = scrape(client)
     _, cached = recommend(client, "U7", "?k=10")
     assert "NEW1" in cached["recommendations"]
+    _, old_only = recommend(client, "U7", "?k=1")  # C020/C021-like titles, none out within a day
+    assert old_only["recommendation"] != "NEW1"
+    after = scrape(client)
+    # Every answer that names titles is counted; only the one showing NEW1 as a new title.
+    assert after["recommendation_answers_total"] - before["recommendation_answers_total"] == 2
+    assert after["new_title_recommendations_total"] - before.get("new_title_recommendations_total", 0) == 1
 
 
 def test_the_rules_command(settings, store, catalog):

@@ -18,6 +18,7 @@ list filtered is the same as a filtered ranking as far as it reaches.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import zlib
 
 import numpy as np
@@ -45,7 +46,7 @@ class Variant:
     experiment: str | None = None
     arm: str | None = None
 
-    @property
+    @functools.cached_property  # once per Variant: a plain one serves many requests (recommendations.py)
     def stamp_key(self) -> int:
         """What a cached prediction's stamp is computed from beside the history: a change of
         model, configuration or rules makes every cached prediction of the old ones invalid."""

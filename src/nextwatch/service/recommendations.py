@@ -46,6 +46,7 @@ class RecommendationService:
         self.rules = RuleBook(store)
         self.experiments = Experiments(store)
         self.ranker = Ranker(self.titles)
+        self._plain_variant = Variant(-1)  # what serves everyone while no experiment runs (_variant)
         # A request stores its answer within a Redis timeout or two of recording the event; a
         # pending marker older than this belongs to a request that failed.
         self._orphaned_after = max(3.0, 2 * settings.redis_timeout_seconds)
@@ -91,7 +92,7 @@ class RecommendationService:
             answer["predicted_next"] = ids[0]
             if k:
                 answer["recommendations"] = ids[:k]
-            self._count_new(ids[: k or 1])
+            self._count_new(codes[: k or 1])
         self._label(answer, variant)
         return answer
 
@@ -151,8 +152,7 @@ class RecommendationService:
             kept = self.ranker.keeps(cached.codes, rules, filters, demoted)
             if len(kept) >= wanted:
                 metrics.cache_hits.inc()
-                answer = self._answer(user_id, self.titles.ids_for(kept[:wanted]), k, variant, cache_hit=True,
-                                      source="cache")
+                answer = self._answer(user_id, kept[:wanted], k, variant, cache_hit=True, source="cache")
                 if explain:
                     model = self.serving.model_for(variant.version)
                     ranking = self.ranker.rank(model, variant, rules, state.history, len(cached.codes))
@@ -173,8 +173,7 @@ class RecommendationService:
                 self._cache(user_id, variant, state.history, self._cacheable(ranking))
             shown, ranking = self._for_request(model, variant, rules, state.history, ranking, wanted, filters, demoted)
         self._count_source(ranking.source)
-        answer = self._answer(user_id, self.titles.ids_for(shown[:wanted]), k, variant, cache_hit=False,
-                              source=ranking.source)
+        answer = self._answer(user_id, shown[:wanted], k, variant, cache_hit=False, source=ranking.source)
         if explain:
             answer["explanations"] = self.ranker.explain(model, state.history, ranking, shown[:wanted])
         return answer
@@ -187,7 +186,11 @@ class RecommendationService:
         version = self.serving.version()
         experiment = self.experiments.running()
         if experiment is None:
-            return Variant(version, CONFIG_CURRENT, rules.version), rules
+            # The same for every user until the model or the rules change: built once, not per request.
+            plain = self._plain_variant
+            if plain.version != version or plain.rules_version != rules.version:
+                plain = self._plain_variant = Variant(version, CONFIG_CURRENT, rules.version)
+            return plain, rules
         arm = experiment.arm_for(user_id)
         if arm.version is not None:
             return Variant(arm.version, CONFIG_CURRENT, rules.version, experiment.name, arm.name), rules
@@ -243,7 +246,8 @@ class RecommendationService:
         if source != "model":
             metrics.fallbacks_used.labels(step=source).inc()
 
-    def _answer(self, user_id, ids, k, variant: Variant, *, cache_hit, source) -> dict:
+    def _answer(self, user_id, codes, k, variant: Variant, *, cache_hit, source) -> dict:
+        ids = self.titles.ids_for(codes)
         answer = {
             "user_id": user_id,
             "recommendation": ids[0] if ids else None,
@@ -255,7 +259,7 @@ class RecommendationService:
         if k:
             answer["recommendations"] = ids
         self._label(answer, variant)
-        self._count_new(ids)
+        self._count_new(codes)
         return answer
 
     @staticmethod
@@ -264,16 +268,17 @@ class RecommendationService:
             answer["experiment"] = variant.experiment
             answer["arm"] = variant.arm
 
-    def _count_new(self, ids: list[str]) -> None:
+    def _count_new(self, codes) -> None:
         """Count answers that show a title out for at most a day (the demo reports how often)."""
-        if not ids:
+        if not len(codes):
             return
         metrics.recommendation_answers.inc()
         facets = self.titles.facets
         since = time.time() - NEW_TITLE_DAYS * 86_400
-        for content_id in ids:
-            code = self.titles.known_code(content_id)
-            if code is not None and code < facets.count and facets.available_from[code] >= since:
+        if facets.latest_start < since:
+            return  # no title of the catalog is that new: the usual case, one comparison
+        for code in codes:
+            if code < facets.count and facets.available_from[code] >= since:
                 metrics.new_title_recommendations.inc()
                 return
 
@@ -286,7 +291,7 @@ class RecommendationService:
         metrics.fallbacks_used.labels(step="degraded").inc()
         available = self.titles.available()
         order = [c for c in model.popular_order[: 4 * (k or 1) + 64].tolist() if c >= len(available) or available[c]]
-        answer = self._answer(user_id, self.titles.ids_for(order[: k or 1]), k, Variant(model.version),
-                              cache_hit=False, source="popular")
+        answer = self._answer(user_id, order[: k or 1], k, Variant(model.version), cache_hit=False,
+                              source="popular")
         answer["degraded"] = True
         return answer

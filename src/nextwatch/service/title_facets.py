@@ -66,6 +66,8 @@ class TitleFacets:
             listed.sort()
             for (_s, _e, code), (_s2, _e2, following) in zip(listed, listed[1:]):
                 self.next_episode[code] = following
+        # The latest start of availability: a title that starts no later than a day ago is not new.
+        self.latest_start = float(self.available_from.max()) if count else -NEVER
         self._windows = np.unique(np.concatenate([self.available_from[np.isfinite(self.available_from)],
                                                   self.available_until[np.isfinite(self.available_until)]]))
 
