@@ -96,16 +96,21 @@ class Ranker:
             codes = codes[:k]
         return Ranking(codes, "model", first if first in codes else None, new if new in codes else None)
 
-    def keeps(self, codes, rules: Rules, filters: Filters | None, demoted: np.ndarray | None) -> list[int]:
+    def keeps(self, codes, rules: Rules, filters: Filters | None, demoted: np.ndarray | None,
+              limit: int | None = None) -> list[int]:
         """``codes`` (a cached ranking) without the titles the request filters out, those no
-        longer available, and those demoted for the user."""
+        longer available, and those demoted for the user; the first ``limit`` of them if given
+        (a cache hit for one title usually looks at one code, not all ten)."""
         allowed = self._allowed(rules, filters)
         count = len(allowed)
+        out = set(demoted.tolist()) if demoted is not None and len(demoted) else ()
+        kept = []
         # Python ints, not NumPy scalars: a cache hit's ten codes checked as scalars cost 3.5x.
-        kept = [c for c in (codes.tolist() if isinstance(codes, np.ndarray) else codes) if c < count and allowed[c]]
-        if demoted is not None and len(demoted):
-            out = set(demoted.tolist())
-            kept = [c for c in kept if c not in out]
+        for code in codes.tolist() if isinstance(codes, np.ndarray) else codes:
+            if code < count and allowed[code] and code not in out:
+                kept.append(code)
+                if len(kept) == limit:
+                    break
         return kept
 
     # -- the parts -----------------------------------------------------------------------------

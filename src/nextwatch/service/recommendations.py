@@ -149,14 +149,14 @@ class RecommendationService:
         demoted = state.demoted(time.time()) if len(state.impressions) else None
         cached = state.cached
         if cached is not None and cached.is_valid_for(variant.stamp_key, state.history):
-            kept = self.ranker.keeps(cached.codes, rules, filters, demoted)
-            if len(kept) >= wanted:
+            kept = self.ranker.keeps(cached.codes, rules, filters, demoted, limit=wanted)
+            if len(kept) == wanted:
                 metrics.cache_hits.inc()
-                answer = self._answer(user_id, kept[:wanted], k, variant, cache_hit=True, source="cache")
+                answer = self._answer(user_id, kept, k, variant, cache_hit=True, source="cache")
                 if explain:
                     model = self.serving.model_for(variant.version)
                     ranking = self.ranker.rank(model, variant, rules, state.history, len(cached.codes))
-                    answer["explanations"] = self.ranker.explain(model, state.history, ranking, kept[:wanted])
+                    answer["explanations"] = self.ranker.explain(model, state.history, ranking, kept)
                 return answer
             valid = True  # too few left once filtered: ranked again with the filters, not cached
         else:
