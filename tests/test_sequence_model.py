@@ -20,7 +20,6 @@ from nextwatch.model.sequence import SequenceModel
 from nextwatch.training.fit import SEQUENCE_WEIGHTS, FitParams, fit_next_title
 from nextwatch.training.network import exported, torch_network
 from nextwatch.training.sequence import TIME_CAP, SequenceOptions, train_sequence_model
-from nextwatch.training.sequence_fit import FINAL_EPOCHS
 
 SMALL = SequenceOptions(dim=16, blocks=2, heads=2, dropout=0.0, max_length=8, seed=3)
 
@@ -184,12 +183,14 @@ def test_fit_tunes_the_weight_on_the_holdout_and_retrains_for_the_chosen_epochs(
     # The holdout ended tuning, and the final training continued the tuned network.
     assert tuned["stopped_by"] in ("patience", "epochs") and report.sequence_stopped_by == tuned["stopped_by"]
     assert not report.time_capped
-    assert tuned["final"] == {**tuned["final"], "start": "tuned", "epochs": FINAL_EPOCHS, "stopped_by": "epochs"}
+    # ... for as many epochs as the tuning kept.
+    assert tuned["final"] == {**tuned["final"], "start": "tuned", "epochs": tuned["best_epoch"],
+                              "stopped_by": "epochs"}
     # 23 titles: auto trained both with the full softmax, and the report says so.
     assert (tuned["loss"], tuned["setting"], tuned["final"]["loss"]) == ("full", "auto", "full")
 
     # Given params: no holdout, the recorded weight; the recorded epochs from fresh weights, or
-    # FINAL_EPOCHS more from a tuned network (evaluate's final fit).
+    # the recorded epochs more from a tuned network (evaluate's final fit).
     given = dataclasses.replace(report.params, sequence_weight=8.0, sequence_epochs=2)
     again, again_report = fit_next_title(spark, stride_events(spark, histories), titles, params=given,
                                          sequence=options)
@@ -198,7 +199,7 @@ def test_fit_tunes_the_weight_on_the_holdout_and_retrains_for_the_chosen_epochs(
     warm, warm_report = fit_next_title(spark, stride_events(spark, histories), titles, params=given,
                                        sequence=options, warm_start=report.sequence_network)
     assert warm.has_sequence and warm_report.sequence["start"] == "tuned"
-    assert warm_report.sequence["epochs"] == FINAL_EPOCHS and not warm_report.time_capped
+    assert warm_report.sequence["epochs"] == 2 and not warm_report.time_capped
     without, _ = fit_next_title(spark, stride_events(spark, histories), titles, params=given)
     assert not without.has_sequence
 
@@ -218,7 +219,7 @@ def test_beyond_the_tuning_events_the_network_learns_from_the_tuning_sample(spar
     # Each final epoch is the tuning sample again, each user with the title tuning held out: one
     # tuning epoch's positions plus one a user, not every user's (the table is built from all).
     per_epoch = final["positions"] / final["epochs"]
-    assert final["epochs"] == FINAL_EPOCHS and per_epoch == tuned["positions"] // tuned["epochs"] + sampled_users
+    assert final["epochs"] == tuned["best_epoch"] and per_epoch == tuned["positions"] // tuned["epochs"] + sampled_users
     assert per_epoch < sum(len(h) - 1 for h in histories) * 0.75
     assert report.events == every_event
 

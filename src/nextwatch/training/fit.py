@@ -153,8 +153,8 @@ def _fit_on_inner_holdout(coded: DataFrame, base: FitParams, grid: Sequence[dict
     report = FitReport(chosen, holdout, tried, n_events, 0.0)
     if sequence is not None and chosen.sequence_weight > 0:
         # The sample's users, each now with the last title the holdout kept back: all the
-        # events below tuning_events, and beyond them a final pass that costs one tuning
-        # epoch, whatever the data's size (the network needs no per-user weights, so it
+        # events below tuning_events, and beyond them final epochs that cost what tuning
+        # epochs cost, whatever the data's size (the network needs no per-user weights, so it
         # scores every user's history all the same).
         model = _final_sequence(model, sample, order_column, chosen, sequence, deadline,
                                 tuned.network if tuned else None, report)

@@ -5,11 +5,10 @@ to them.
   then its blend weight λ is chosen on the same holdout from ``SEQUENCE_WEIGHTS`` (0 keeps the
   table alone). ``FitParams`` records λ and the best epoch.
 - The final training on all the events (beyond ``holdout.TUNING_EVENTS``, the tuning sample's
-  users' events). After a tuning in the same run it continues the tuned network for
-  ``FINAL_EPOCHS``: the final events are the tuning events plus each user's last one, so
-  starting again would spend the best epoch's count of epochs relearning what the tuned
-  network already knows. Given only params (no tuned network), it trains the recorded epochs
-  from fresh weights, as a holdout run chose them.
+  users' events) runs the epochs the tuning kept (its best epoch, recorded in ``FitParams``).
+  After a tuning in the same run it continues the tuned network for them: the final events are
+  the tuning events plus each user's last one, which the tuned network has never trained on.
+  Given only params (no tuned network), it trains them from fresh weights.
 
 ``cap`` (a ``time.monotonic()`` value, from NEXTWATCH_TRAIN_MINUTES) is a safety net, not a
 budget: the holdout chooses the epochs, and the cap only stops a run that would otherwise go on
@@ -40,12 +39,14 @@ log = logging.getLogger(__name__)
 MIN_SEQUENCE_SECONDS = 30.0
 # λ of z(table) + λ z(sequence): 0 is the table alone; the largest leave the table to break ties.
 SEQUENCE_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
-# Epochs the final training continues the tuned network on all the events, which add each user's
-# last title (tuning held it out). Chosen without test targets, on Amazon Beauty with every
-# user's last title dropped (research/final-epoch, 3 seeds): NDCG@10 .0752 with 1 epoch, .0760
-# with 2, .0765 with 3, .0771 with 5, rising every time on every seed (8 gave .0781 there, not
-# yet measured on the real split and MovieLens).
-FINAL_EPOCHS = 5
+# Epochs of the final training when continuing the tuned network. None: as many as the tuning
+# kept, a rule that scales with the data rather than a count fitted to one file. Chosen without
+# test targets (research/final-epoch, each user's last title dropped, 3 seeds): on Amazon Beauty
+# NDCG@10 rose from .0752 with 1 epoch to .0771 with 5, .0781 with 8, .0784 with 12 and
+# .0787 with the tuning's count (12-15 epochs); on MovieLens 100K 5, 8, 12 and the
+# tuning's count (23-31) were within a standard error. An integer fixes the count (the study
+# sets it).
+FINAL_EPOCHS: int | None = None
 
 
 @dataclasses.dataclass
@@ -85,9 +86,10 @@ def tune_sequence(table_model: NextTitleModel, train_histories: list[np.ndarray]
 def final_sequence(title_count: int, histories: Callable[[], list[np.ndarray]], epochs: int,
                    options: SequenceOptions, cap: float | None,
                    start: SequenceModel | None) -> tuple[SequenceModel | None, dict]:
-    """The network trained on all the events (``histories()``): ``start`` continued for
-    ``FINAL_EPOCHS``, or fresh weights for ``epochs``. None when it started fresh and the cap
-    left no time; the dict says what was done (the fit's report keeps it)."""
+    """The network trained on all the events (``histories()``) for ``epochs`` (the tuning's kept
+    count; ``FINAL_EPOCHS`` when set), continuing ``start`` or from fresh weights. None when it
+    started fresh and the cap left no time; the dict says what was done (the fit's report keeps
+    it)."""
     left = None if cap is None else cap - time.monotonic()
     if start is not None and left is not None and left <= 0:  # starting the engine would only stop it
         log.warning("time cap reached: publishing the tuned sequence model without its final epoch "
@@ -98,9 +100,13 @@ def final_sequence(title_count: int, histories: Callable[[], list[np.ndarray]], 
             log.warning("time cap reached: %.0f s left for the sequence model, publishing the table alone "
                         "(NEXTWATCH_TRAIN_MINUTES)", max(left, 0.0))
             return None, {"start": "fresh", "epochs": 0, "stopped_by": TIME_CAP}
+    if start is None:
+        epochs = max(1, epochs)
+    elif FINAL_EPOCHS is not None:
+        epochs = FINAL_EPOCHS  # 0: the tuned weights as they are
     with timed("sequence model on all the events"):
         network, report = train_sequence_model(histories(), title_count, options, start=start, cap=cap,
-                                               epochs=FINAL_EPOCHS if start is not None else max(1, epochs))
+                                               epochs=epochs)
     if start is None and report.epochs == 0:  # cut short inside its first epoch: it learned little
         return None, {"start": "fresh", "epochs": 0, "stopped_by": TIME_CAP}
     return network, {**report.loss, "engine": report.engine, "start": "tuned" if start is not None else "fresh",
