@@ -27,7 +27,7 @@ from nextwatch.localstack.supervisor import Supervisor, http_ok
 from nextwatch.model import NextTitleModel
 from nextwatch.model.sequence import SequenceModel
 from nextwatch.settings import Settings
-from nextwatch.store.users import CachedPrediction, encode_state
+from nextwatch.store.user_state import CachedPrediction, encode_state
 
 BENCH_DIR = Path(__file__).resolve().parent
 WRK_SCRIPTS = BENCH_DIR / "wrk"

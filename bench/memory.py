@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             # The check also loads the Lua script, so the script cache is in "before" too.
             shown = None
             if args.impressions:
-                from nextwatch.store.users import MAX_IMPRESSIONS
+                from nextwatch.store.user_state import MAX_IMPRESSIONS
 
                 count = min(args.impressions, MAX_IMPRESSIONS)
                 shown = [rng.choice(args.titles, size=count, replace=False) for _ in range(args.users)]

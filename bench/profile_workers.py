@@ -59,7 +59,7 @@ INCLUSIVE = [  # (label, function name, file pattern)
     ("UserStore.record_watch (Lua EVALSHA)", "record_watch", "nextwatch/store/users.py"),
     ("UserStore.save_prediction (pipeline)", "save_prediction", "nextwatch/store/users.py"),
     ("TitleCodes.ids_for", "ids_for", "nextwatch/service.py"),
-    ("CachedPrediction.is_valid_for (CRC)", "is_valid_for", "nextwatch/store/users.py"),
+    ("CachedPrediction.is_valid_for (CRC)", "is_valid_for", "nextwatch/store/user_state.py"),
     ("flask.jsonify", "jsonify", "flask/json/__init__.py"),
     ("latency hook: observe (after_request)", "observe", "nextwatch/api/app.py"),
     ("counters: Counter.inc", "inc", "prometheus_client/metrics.py"),

@@ -102,7 +102,7 @@ def test_cache_never_outlives_a_new_model_version(client, store, published):
 def test_a_stale_cache_entry_is_not_served_when_the_history_changed(client, store, published):
     """Two racing watches can leave a prediction computed from an older history; the
     fingerprint of the history in the cache entry catches it."""
-    from nextwatch.store.users import decode_state, encode_codes, encode_state
+    from nextwatch.store.user_state import decode_state, encode_codes, encode_state
 
     client.post("/watched", json={"user_id": "U4", "content_id": "C1010"})
     _, _, stale = decode_state(store.client.get(store.keys.user("U4")))

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from conftest import DEFAULT_NEIGHBOURS, ON_BOTH_TOPOLOGIES, publish_test_model, scrape
-from nextwatch.store.users import MAX_IMPRESSIONS, decode_state
+from conftest import ON_BOTH_TOPOLOGIES, scrape
+from nextwatch.store.user_state import MAX_IMPRESSIONS, decode_state
 
 pytestmark = ON_BOTH_TOPOLOGIES
 

@@ -1,7 +1,5 @@
 """/openapi.json is a valid OpenAPI 3 document that matches what the API really does."""
 
-import json
-
 import pytest
 from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate

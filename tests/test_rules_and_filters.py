@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import DEFAULT_NEIGHBOURS, ON_BOTH_TOPOLOGIES, TITLES, publish_test_model, scrape
+from conftest import ON_BOTH_TOPOLOGIES, TITLES, scrape
 
 pytestmark = ON_BOTH_TOPOLOGIES
 

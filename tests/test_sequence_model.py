@@ -228,7 +228,7 @@ def test_train_publishes_the_blend_and_a_cache_miss_serves_it(settings, store, s
     import csv
 
     from nextwatch.api import create_app
-    from nextwatch.store.users import encode_state
+    from nextwatch.store.user_state import encode_state
     from nextwatch.training import train
 
     histories = stride_histories(300, 23, seed=4)

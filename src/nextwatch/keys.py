@@ -45,7 +45,6 @@ def shard_tags(shards: int) -> tuple[str, ...]:
     every process and every release names the same shard the same way."""
     if not 1 <= shards <= SLOTS:
         raise ValueError(f"shards must be between 1 and {SLOTS}, got {shards}")
-    wanted: dict[int, int] = {}  # slot range start -> shard, filled as tags are found
     bounds = [i * SLOTS // shards for i in range(shards + 1)]
     tags: list[str | None] = [None] * shards
     missing = shards

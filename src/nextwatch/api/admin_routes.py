@@ -2,7 +2,7 @@
 
 Every route here needs an admin key once API keys are configured (service/access.py). Switching
 the version invalidates every cached prediction: a prediction's stamp includes the model
-version it was computed with (store/users.py); this process serves the new version at once, the
+version it was computed with (store/user_state.py); this process serves the new version at once, the
 others when the switch announcement reaches them (service/serving_model.py).
 """
 

@@ -7,7 +7,6 @@
 """
 
 import json
-import sys
 import time
 
 from .options import add_redis_option, run_on_store

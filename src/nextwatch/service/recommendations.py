@@ -18,13 +18,11 @@ from __future__ import annotations
 import logging
 import time
 
-import numpy as np
-
 from .. import metrics
 from ..errors import EventInFlight, StoreOutOfMemory, StoreUnavailable
 from ..settings import Settings
 from ..store import Store
-from ..store.users import RecordedWatch, RepeatedEvent
+from ..store.user_state import RecordedWatch, RepeatedEvent
 from .experiments import Experiments
 from .ranking import CONFIG_CURRENT, Ranker, Ranking, Variant
 from .rules import RuleBook, Rules

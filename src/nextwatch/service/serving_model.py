@@ -10,7 +10,7 @@ its own copy instead:
   ``model_refresh_seconds`` (1 s by default; 0 reads it on every request), so a lost message
   (a dropped subscription, a failover) delays a switch by at most that long.
 
-A cached prediction carries the stamp of the version it was computed with (store/users.py), so
+A cached prediction carries the stamp of the version it was computed with (store/user_state.py), so
 once a process knows the new version it serves no prediction of the old one. The model itself is
 loaded once per version, by the first request that needs it.
 """

@@ -17,7 +17,8 @@ from .events import EventLog
 from .experiments import ExperimentStore
 from .models import ModelStore
 from .rules import RuleStore
-from .users import CachedPrediction, UserStore
+from .user_state import CachedPrediction
+from .users import UserStore
 
 
 @dataclasses.dataclass

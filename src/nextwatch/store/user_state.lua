@@ -1,5 +1,5 @@
 -- The codec of a user's state, shared by every script that reads or writes it (users.py puts
--- this text before each one). One string of little-endian uint32 (store/users.py):
+-- this text before each one). One string of little-endian uint32 (store/user_state.py):
 --   n, the last n watched title codes (oldest first),
 --   m, m impressions of 4 uint32 each: code, times shown, last shown (unix s), demoted until
 --      (unix s, 0: not demoted),
