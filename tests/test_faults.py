@@ -42,6 +42,9 @@ def test_redis_restart(private_redis):
     }
     assert client.post("/watched", json={"user_id": "U1", "content_id": "C1045"}).get_json()["predicted_next"] == "C1046"
     assert store.events.length() == 2  # both accepted events survived the restart
+    # The restarted Redis had forgotten the scripts: the prediction was cached all the same.
+    after = client.get("/recommend/U1").get_json()
+    assert (after["recommendation"], after["cache_hit"]) == ("C1046", True)
 
 
 def test_a_process_without_a_model_answers_503_not_500(tmp_path):

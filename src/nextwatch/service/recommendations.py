@@ -77,7 +77,8 @@ class RecommendationService:
 
     def _count_prediction_hit(self, recorded: RecordedWatch, code: int) -> bool:
         previous = recorded.previous
-        hit = previous is not None and code in previous.codes[: self.settings.cache_top_k]
+        # As a list: ``in`` over a NumPy array compares element-wise in NumPy, ten times slower.
+        hit = previous is not None and code in previous.codes[: self.settings.cache_top_k].tolist()
         if hit:
             metrics.prediction_hits.inc()
         return hit

@@ -197,7 +197,14 @@ class UserStore:
 
 def _pipelined(target, commands: list[tuple], asking: bool) -> list:
     """The replies of ``commands`` sent in one round trip; ``asking``: each after an ASKING (it
-    holds for the next command only), for a slot that is moving to ``target``."""
+    holds for the next command only), for a slot that is moving to ``target``. One command (a
+    watch's prediction, the usual case) goes without a pipeline, which costs redis-py about as
+    much again as the command; its error comes back as a reply, as a pipeline's would."""
+    if len(commands) == 1 and not asking:
+        try:
+            return [target.execute_command(*commands[0])]
+        except redis.exceptions.ResponseError as error:
+            return [error]
     pipe = target.pipeline(transaction=False)
     for command in commands:
         if asking:
