@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from nextwatch.datasets.readers import Events
+from nextwatch.datasets.events import Events
 from nextwatch.evaluation import (decayed_transition_model, evaluate_scorer, leave_last_out, popularity_model,
                                   transition_model)
 from nextwatch.evaluation.baselines import transition_counts, truncate_rows

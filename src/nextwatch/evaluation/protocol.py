@@ -21,7 +21,7 @@ import dataclasses
 
 import numpy as np
 
-from ..datasets.readers import Events
+from ..datasets.events import Events
 
 __all__ = ["Split", "leave_last_out"]
 
