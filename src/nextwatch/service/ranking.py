@@ -55,6 +55,13 @@ class Variant:
         return zlib.crc32(f"{self.version}/{self.config}/{self.rules_version}".encode())
 
 
+@functools.lru_cache(maxsize=8)
+def plain_variant(version: int, rules_version: int) -> Variant:
+    """The variant that serves everyone while no experiment runs: one object per model and rules
+    version, so a request does not build one (nor compute its stamp key) each time."""
+    return Variant(version, CONFIG_CURRENT, rules_version)
+
+
 @dataclasses.dataclass(frozen=True)
 class Ranking:
     codes: list[int]

@@ -24,7 +24,7 @@ from ..settings import Settings
 from ..store import Store
 from ..store.user_state import RecordedWatch, RepeatedEvent
 from .experiments import Experiments
-from .ranking import CONFIG_CURRENT, Ranker, Ranking, Variant
+from .ranking import CONFIG_CURRENT, Ranker, Ranking, Variant, plain_variant
 from .rules import RuleBook, Rules
 from .serving_model import ServingModel
 from .title_facets import Filters
@@ -44,7 +44,6 @@ class RecommendationService:
         self.rules = RuleBook(store)
         self.experiments = Experiments(store)
         self.ranker = Ranker(self.titles)
-        self._plain_variant = Variant(-1)  # what serves everyone while no experiment runs (_variant)
         # A request stores its answer within a Redis timeout or two of recording the event; a
         # pending marker older than this belongs to a request that failed.
         self._orphaned_after = max(3.0, 2 * settings.redis_timeout_seconds)
@@ -185,11 +184,7 @@ class RecommendationService:
         version = self.serving.version()
         experiment = self.experiments.running()
         if experiment is None:
-            # The same for every user until the model or the rules change: built once, not per request.
-            plain = self._plain_variant
-            if plain.version != version or plain.rules_version != rules.version:
-                plain = self._plain_variant = Variant(version, CONFIG_CURRENT, rules.version)
-            return plain, rules
+            return plain_variant(version, rules.version), rules
         arm = experiment.arm_for(user_id)
         if arm.version is not None:
             return Variant(arm.version, CONFIG_CURRENT, rules.version, experiment.name, arm.name), rules
