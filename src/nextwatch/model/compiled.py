@@ -7,6 +7,11 @@ them from that cache, well under a second. ``nextwatch serve`` calls ``compile_k
 its workers start, so that no watch waits for a compiler, and the Dockerfile runs this module so
 that the image carries the cache.
 
+numba compiles one version of a kernel per combination of argument types, and a read-only array
+is a type of its own. A model loaded from Redis (``from_payload``) holds read-only arrays; one
+fitted in memory does not. So the warm-up runs every path on both, or the first watch of every
+worker would still wait seconds for the compiler (tests/test_compiled_kernels.py).
+
     python -m nextwatch.model.compiled
 """
 
@@ -18,7 +23,9 @@ import numpy as np
 
 
 def compile_kernels() -> float:
-    """Run every kernel once on a tiny random model (compiling or loading it); the seconds taken."""
+    """Run every kernel once on a tiny random model, as fitted and as loaded from Redis
+    (compiling or loading each version); the seconds taken."""
+    from .adjustments import Adjustments
     from .next_title import NextTitleModel
     from .sequence import SequenceModel
 
@@ -29,10 +36,13 @@ def compile_kernels() -> float:
                            rng.integers(0, titles, titles * neighbours).astype(np.int32),
                            rng.random(titles * neighbours).astype(np.float32),
                            sequence=SequenceModel.random(titles, dim=8, blocks=2, max_length=6), sequence_weight=1.0)
+    loaded = NextTitleModel.from_payload(*model.to_payload())
     history = np.array([3, 7, 7, 11])
-    model.recommend(history, 5)
-    model.dense_scores(history)
-    model.sequence.batch_scores([history, history[:1]])
+    for each in (model, loaded):
+        each.recommend(history, 5)
+        each.recommend(history, 5, adjustments=Adjustments(demoted=np.array([1])))  # serving's rules path
+        each.dense_scores(history)
+        each.sequence.batch_scores([history, history[:1]])
     return time.monotonic() - started
 
 
