@@ -302,7 +302,7 @@ def counters(base_url: str) -> dict[str, float]:
 
 def group_cpu_seconds(group: int) -> float:
     """User + system CPU seconds of every live process in a process group (a server started by
-    the Supervisor leads its own group: gunicorn's master and its workers)."""
+    the Supervisor leads its own group: granian's main process and its workers)."""
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0
     for entry in os.listdir("/proc"):

@@ -3,19 +3,22 @@
     .venv/bin/pip install py-spy      # once
     .venv/bin/python bench/profile_workers.py [--duration 15] [--connections 16] [--workers N] [--keep DIR]
 
-Same data and servers as bench/serve.py. While wrk drives one scenario, py-spy samples every
-gunicorn worker (``record --subprocesses --nonblocking``, raw collapsed stacks). By default
-``--gil``: only samples of a thread holding the GIL count. A sync worker has one thread, which
-releases the GIL in every blocking call, so this is its Python CPU time (plus time it was
-descheduled while holding the GIL), the resource this 2-core machine runs out of; py-spy's
-plain "not idle" test was found to count socket waits as busy. ``--wall`` samples everything
-(``--idle``), so that blocking (waiting for Redis, or for the client's FIN in gunicorn's
-close_graceful) shows as well. Each busy sample is charged to the innermost frame that belongs to a known layer (redis-py, metrics,
-JSON, scoring, the nextwatch store/service/api, Flask/Werkzeug, gunicorn); standard-library
-frames (socket, re, dataclasses ...) and C calls (numpy, zlib) count for the layer that called
-them. Samples of a worker waiting for a connection are idle and left out. A second table
-gives inclusive shares of a few functions. py-spy runs on the same 2 cores, so the shares
-matter, not the absolute rates.
+Same data and servers as bench/serve.py (the production granian configuration). While wrk drives
+one scenario, py-spy samples every worker process (``record --subprocesses --nonblocking``, raw
+collapsed stacks). By default ``--gil``: only samples of a thread holding the GIL count. A
+worker's Python threads release the GIL in every blocking call, so this is the worker's Python
+CPU time (plus time it was descheduled while holding it), the resource this 2-core machine runs
+out of; py-spy's plain "not idle" test was found to count socket waits as busy. ``--wall``
+samples everything (``--idle``), so that blocking (waiting for Redis) shows as well; there a
+thread with no Python frame is one of granian's threads waiting in Rust and is left out as idle.
+
+Each busy sample is charged to the innermost frame that belongs to a known layer (redis-py,
+metrics, scoring, the nextwatch store/service/api, Flask/Werkzeug, granian's WSGI bridge);
+standard-library frames (socket, re, dataclasses ...) and C calls (numpy, orjson) count for the
+layer that called them. Under ``--gil``, a sample with no Python frame is granian's Rust code
+holding the GIL (turning a request into an environ, writing the answer): it is its own row. A
+second table gives inclusive shares of a few functions. py-spy runs on the same 2 cores, so the
+shares matter, not the absolute rates.
 """
 
 from __future__ import annotations
@@ -40,39 +43,34 @@ LAYERS = [
     ("metrics (prometheus_client)", re.compile(r"prometheus_client/|nextwatch/metrics\.py")),
     ("JSON encode/decode", re.compile(r"(^|/)json/")),
     ("scoring (nextwatch/model)", re.compile(r"nextwatch/model/")),
-    ("nextwatch store (key names, decode, CRC)", re.compile(r"nextwatch/(store/|keys\.py)")),
-    ("nextwatch service (service.py, ids.py)", re.compile(r"nextwatch/(service|ids|errors)\.py")),
-    ("nextwatch api (routes, hooks, error handlers)", re.compile(r"nextwatch/api/")),
+    ("nextwatch store (key names, state bytes)", re.compile(r"nextwatch/(store/|keys\.py)")),
+    ("nextwatch service (ranking, rules, answers)", re.compile(r"nextwatch/(service/|ids\.py|errors\.py)")),
+    ("nextwatch api (routes, inputs, errors, latency)", re.compile(r"nextwatch/api/")),
     ("Flask + Werkzeug (routing, request, response)", re.compile(r"(^|/)(flask|werkzeug)/")),
-    ("gunicorn (accept, HTTP parsing, writing)", re.compile(r"(^|/)gunicorn/")),
+    ("granian WSGI bridge (environ, handing the answer over)", re.compile(r"(^|/)granian/")),
 ]
+NO_PYTHON_FRAME = "granian in Rust, holding the GIL (no Python frame)"
 INCLUSIVE = [  # (label, function name, file pattern)
-    ("gunicorn handle_request (whole request)", "handle_request", "gunicorn/workers/sync.py"),
-    ("Flask wsgi_app", "wsgi_app", "flask/app.py"),
-    ("Flask full_dispatch_request", "full_dispatch_request", "flask/app.py"),
-    ("route function: recommend", "recommend", "nextwatch/api/routes.py"),
-    ("route function: watched", "watched", "nextwatch/api/routes.py"),
-    ("service.recommend", "recommend", "nextwatch/service.py"),
-    ("service.record_watch", "record_watch", "nextwatch/service.py"),
-    ("service._predict (model scoring)", "_predict", "nextwatch/service.py"),
-    ("UserStore.read (MGET)", "read", "nextwatch/store/users.py"),
-    ("UserStore.record_watch (Lua EVALSHA)", "record_watch", "nextwatch/store/users.py"),
-    ("UserStore.save_prediction (pipeline)", "save_prediction", "nextwatch/store/users.py"),
-    ("TitleCodes.ids_for", "ids_for", "nextwatch/service.py"),
-    ("CachedPrediction.is_valid_for (CRC)", "is_valid_for", "nextwatch/store/user_state.py"),
-    ("flask.jsonify", "jsonify", "flask/json/__init__.py"),
-    ("latency hook: observe (after_request)", "observe", "nextwatch/api/app.py"),
+    ("granian _runner (the whole request in Python)", "_runner", "granian/wsgi.py"),
+    ("ServingRoutes.__call__ (the fast routes)", "__call__", "nextwatch/api/serving_routes.py"),
+    ("  _refusal (request line and header sizes)", "_refusal", "nextwatch/api/serving_routes.py"),
+    ("  inputs.json_object (reading the body)", "json_object", "nextwatch/api/inputs.py"),
+    ("  LatencyObserver.observe (latency histogram)", "observe", "nextwatch/api/responses.py"),
+    ("  json_bytes (orjson)", "json_bytes", "nextwatch/api/responses.py"),
+    ("RecommendationService.recommend", "recommend", "nextwatch/service/recommendations.py"),
+    ("RecommendationService.record_watch", "record_watch", "nextwatch/service/recommendations.py"),
+    ("  Ranker.rank (scoring and rules)", "rank", "nextwatch/service/ranking.py"),
+    ("  UserStore.read (GET + decode)", "read", "nextwatch/store/users.py"),
+    ("  UserStore.record_watch (Lua EVALSHA)", "record_watch", "nextwatch/store/users.py"),
+    ("  UserStore.save_prediction (SET)", "save_prediction", "nextwatch/store/users.py"),
     ("counters: Counter.inc", "inc", "prometheus_client/metrics.py"),
-    ("Flask preprocess_request (before_request)", "preprocess_request", "flask/app.py"),
-    ("gunicorn write response", "write", "gunicorn/http/wsgi.py"),
-    ("gunicorn parse request", "__init__", "gunicorn/http/parser.py"),
 ]
 FRAME = re.compile(r"^(?P<function>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
 
 def parse_stacks(path: Path):
     """py-spy raw output -> [(process depth, frames outermost first as (function, file), count)].
-    The depth is 1 for the gunicorn master and 2 for its workers."""
+    The depth is 1 for granian's main process and 2 for its workers."""
     stacks = []
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
@@ -88,13 +86,17 @@ def parse_stacks(path: Path):
     return stacks
 
 
-def is_idle(frames) -> bool:
-    """A sync worker between requests: in its select() (wait) or a not yet answered accept()."""
-    functions = [function for function, file in frames if "gunicorn/workers/sync.py" in file]
-    return bool(functions) and functions[-1] in ("wait", "accept", "run_for_one", "run_for_multiple", "is_parent_alive")
+def is_idle(frames, wall: bool) -> bool:
+    """Under --wall, a thread with no Python frame (granian's Rust threads waiting for work) or
+    a worker's main thread parked in Event.wait; under --gil every sample is work."""
+    if not wall:
+        return False
+    return not frames or frames[-1][0] == "wait" and "threading.py" in frames[-1][1]
 
 
 def layer_of(frames) -> str:
+    if not frames:
+        return NO_PYTHON_FRAME
     for _function, file in reversed(frames):
         for layer, pattern in LAYERS:
             if pattern.search(file):
@@ -104,14 +106,14 @@ def layer_of(frames) -> str:
 
 def summarise(path: Path, requests: int, seconds: float, rate: int, wall: bool) -> str:
     stacks = [(f, n) for depth, f, n in parse_stacks(path) if depth >= 2]
-    idle = sum(n for f, n in stacks if is_idle(f))
-    busy_stacks = [(f, n) for f, n in stacks if not is_idle(f)]
+    idle = sum(n for f, n in stacks if is_idle(f, wall))
+    busy_stacks = [(f, n) for f, n in stacks if not is_idle(f, wall)]
     busy = sum(n for _, n in busy_stacks)
     if not busy:
         return "  no busy samples: was the load running?"
     us_per_request = busy / rate / max(1, requests) * 1e6
     kind = "wall time" if wall else "GIL-holding (Python CPU) time"
-    lines = [f"  worker samples: {busy} busy, {idle} idle (in select/accept); "
+    lines = [f"  worker samples: {busy} busy, {idle} idle (waiting for work); "
              f"{requests} requests in {seconds:.0f} s -> {us_per_request:.0f} us of worker {kind} per request",
              "  exclusive, by layer (innermost known frame):"]
     by_layer = collections.Counter()
@@ -166,12 +168,13 @@ def main(argv: list[str] | None = None) -> int:
                 raw = processes.folder / f"profile-{number}.txt"
                 spy = subprocess.Popen(
                     [py_spy, "record", "--pid", str(master), "--subprocesses", "--nonblocking",
-                     "--idle" if args.wall else "--gil", "--format", "raw", "--rate", str(args.rate), "--duration", str(int(args.duration)),
-                     "--output", str(raw)],
+                     "--idle" if args.wall else "--gil", "--format", "raw", "--rate", str(args.rate),
+                     "--duration", str(int(args.duration)), "--output", str(raw)],
                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
                 try:
                     before = counters(api)
-                    result = run_wrk(api + "/", script, args.duration, args.connections, script_args=script_args(number))
+                    result = run_wrk(api + "/", script, args.duration, args.connections,
+                                     script_args=script_args(number))
                     after = counters(api)
                     _, errors = spy.communicate(timeout=args.duration + 60)
                 finally:

@@ -19,7 +19,9 @@ default, 4):
       top-10 satisfies (most titles pass), served from the cached list (issue target: at most
       1.2x the cost of (b), read as (b)/(f) throughput <= 1.2);
   (l) GET /recommend cache hits from ONE connection (wrk -t1 -c1): the latency a single client
-      sees, mean and p99.
+      sees, mean and p99;
+  (m) the bare app (a) from ONE connection: the floor of (l) on this machine, so that the
+      absolute target of (l) can be read against what one GET through the same server costs.
 
 wrk (2 threads) measures each in turn after a warm-up; the three run interleaved for
 ``--rounds`` rounds (every other round in reverse order) so that each round's ratios compare
@@ -64,6 +66,7 @@ NAMES = {
     "a": "(a) bare WSGI, 1 GET",
     "g": "(g) bare, on gunicorn",
     "l": "(l) GET hit, 1 client",
+    "m": "(m) bare, 1 client",
     "b": "(b) GET /recommend hit",
     "f": "(f) GET hit, filtered",
     "c": "(c) POST /watched",
@@ -102,7 +105,8 @@ def seed(settings: Settings, args) -> None:
 def measure(key: str, processes: Processes, urls: dict, args, duration: float, round_number: int):
     """One wrk run; the result and a note: CPU microseconds per request spent by the server's
     processes, by redis-server and by wrk, and for the API what its counters saw."""
-    server = {"a": "bare", "g": "gunicorn", "b": "api", "c": "api", "l": "api", "f": "api"}.get(key, "variant")
+    servers = {"a": "bare", "m": "bare", "g": "gunicorn", "b": "api", "c": "api", "l": "api", "f": "api"}
+    server = servers.get(key, "variant")
     cpu_before = (group_cpu_seconds(processes.groups[server]), process_cpu_seconds(processes.redis.process.pid),
                   resource.getrusage(resource.RUSAGE_CHILDREN))
     result, note = _measure(key, urls, args, duration, round_number)
@@ -124,6 +128,9 @@ def _measure(key: str, urls: dict, args, duration: float, round_number: int):
     if key == "l":
         result = run_wrk(urls["api"] + "/", "recommend.lua", duration, 1, threads=1,
                          script_args=(args.users, "r", round_number))
+        return result, f"mean {result.mean_ms:.3f} ms"
+    if key == "m":
+        result = run_wrk(urls["bare"] + "/", None, duration, 1, threads=1)
         return result, f"mean {result.mean_ms:.3f} ms"
     url = urls["variant" if key.endswith("*") else "api"]
     before = counters(url)
@@ -210,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     keys = ["a", "b", "b*", "c", "c*"] if args.variant else ["a", "b", "c"]
     keys.append("f")
-    keys += ["l"] + (["g"] if args.gunicorn else [])
+    keys += ["l", "m"] + (["g"] if args.gunicorn else [])
 
     print(f"nextwatch serving benchmark: code from {nextwatch.__file__.rsplit('/', 1)[0]}; {machine_note()}")
     print(f"servers: production config (nextwatch.server.granian_server), {SERVER_SHAPE}, workers x{args.workers}; "
@@ -272,6 +279,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  {'(l) mean, 1 client':<20} {mean:5.3f} ms   target <= {SINGLE_CLIENT_MEAN_MS} ms   "
           f"{verdict(mean, '<=', SINGLE_CLIENT_MEAN_MS)}   (p99 {statistics.median(r.p99_ms for r in single):.3f} ms, "
           f"{statistics.median(r.requests_per_second for r in single):.0f} req/s)")
+    floor = [r["m"] for r in rounds]
+    print(f"  {'(m) mean, 1 client':<20} {statistics.median(r.mean_ms for r in floor):5.3f} ms   the bare app from one "
+          f"connection, the floor of (l) here (p99 {statistics.median(r.p99_ms for r in floor):.3f} ms); (l)/(m) "
+          f"mean {statistics.median(r['l'].mean_ms / r['m'].mean_ms for r in rounds):.2f}")
     if args.gunicorn:
         value = statistics.median(ratio(r, "a", "g", "rps") for r in rounds)
         print(f"  {'(a)/(g) throughput':<20} {value:5.2f}   the bare app on granian against gunicorn gthread")

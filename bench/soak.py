@@ -4,7 +4,7 @@
 
 Starts a private redis-server with the product's persistence (AOF, appendfsync everysec; never
 the Redis on 6379), publishes a synthetic model, seeds users with histories and cached
-predictions, and starts the API (`nextwatch serve`, gunicorn) and `nextwatch archive`. Client
+predictions, and starts the API (`nextwatch serve`, granian) and `nextwatch archive`. Client
 threads on keep-alive connections then send, as fast as they are answered, 80% GET
 /recommend/<user> and 20% POST /watched, each watch with a unique event_id; a watch that is
 refused (503, 409) or gets no answer is sent again after its Retry-After, as a client that keeps
@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of load (default 60)")
     parser.add_argument("--threads", type=int, default=4, help="client threads (default 4)")
-    parser.add_argument("--workers", type=int, default=Settings().workers, help="gunicorn workers (default 4)")
+    parser.add_argument("--workers", type=int, default=Settings().workers, help="API worker processes (default 4)")
     parser.add_argument("--write-share", type=float, default=0.2, help="share of POST /watched (default 0.2)")
     parser.add_argument("--hard", action="store_true", help="SIGKILL Redis instead of stopping it cleanly")
     parser.add_argument("--down", type=float, default=0.0, help="seconds Redis stays stopped (default 0)")
