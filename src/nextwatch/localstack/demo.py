@@ -12,17 +12,17 @@ and the published model and serves within seconds. Ctrl-C stops every process it
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 import signal
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 from ..settings import Settings
 from . import parts
+from .data_setup import set_up_data
 from .monitoring import grafana_provisioning, local_config
+from .new_title_report import NewTitleReport
 from .redis_cluster import ClusterError, LocalRedisCluster
 from .redis_server import RedisServer, RedisServerError, free_port
 from .summary import print_summary
@@ -67,7 +67,7 @@ def run_demo(settings: Settings, options: DemoOptions = DemoOptions()) -> int:
         redis.start()
         settings = settings.with_overrides(redis_url=redis.url)
         layout = _layout(settings, data_dir, redis.url, options)
-        published = _prepare_data(settings, layout, options.seed)
+        published = set_up_data(settings, layout, options.seed)
         if published and not options.retrain:
             print(f"model version {published} is already published (use --retrain to train again)")
         plan = _plan(layout, settings, options)
@@ -91,7 +91,7 @@ def run_demo(settings: Settings, options: DemoOptions = DemoOptions()) -> int:
         running = [*plan.background, api]
         print_summary(settings.port, running, plan.skipped, plan.dropped, supervisor.pids(), redis, version,
                       _api_keys_configured(settings))
-        report = _NewTitleReport(settings.port, options.report_seconds)
+        report = NewTitleReport(settings.port, options.report_seconds)
         while (exited := supervisor.first_exited()) is None:
             report.maybe_print()
             time.sleep(0.5)
@@ -208,78 +208,6 @@ def _prometheus(layout: parts.Layout, others: list[parts.Part]):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(header + config.text)
     return program, config.dropped
-
-
-def _prepare_data(settings: Settings, layout: parts.Layout, seed: int) -> int:
-    """Generate the demo data once and store its catalog in Redis; the published model version (0: none)."""
-    from ..datasets.demo import DemoConfig, read_catalog, write_demo_dataset
-    from ..store import Store
-
-    demo_dir = layout.demo_events.parent
-    catalog_file = demo_dir / "catalog.jsonl"
-    if not (catalog_file.exists() and layout.demo_events.exists()):
-        print(f"generating the demo catalog and watch history in {demo_dir} ...", flush=True)
-        write_demo_dataset(demo_dir, DemoConfig(seed=seed))
-    layout.archive_dir.mkdir(parents=True, exist_ok=True)  # the trainer reads it from its first run
-    store = Store.from_settings(settings)
-    try:
-        if store.catalog.first_title() is None:
-            store.catalog.save_info(read_catalog(catalog_file))
-        _add_new_arrivals(store, demo_dir, read_catalog(catalog_file))
-        return store.models.current_version() or 0
-    finally:
-        store.close()
-
-
-def _add_new_arrivals(store, demo_dir: Path, catalog: list[dict]) -> None:
-    """Films out today, once a day: no viewer has watched them, so only their metadata can get
-    them recommended (the demo reports how often it does)."""
-    from ..datasets.demo_catalog import new_arrivals
-
-    marker = demo_dir / "arrivals.json"
-    last = json.loads(marker.read_text()) if marker.exists() else {"batch": 0, "released_at": 0}
-    now = int(time.time())
-    if now - last["released_at"] < 86_400:
-        return
-    titles = new_arrivals(catalog, last["batch"] + 1, now)
-    store.catalog.save_info(titles)
-    marker.write_text(json.dumps({"batch": last["batch"] + 1, "released_at": now}))
-    print(f"added {len(titles)} new titles, out today and watched by nobody yet: "
-          f"{', '.join(t['content_id'] for t in titles)}", flush=True)
-
-
-class _NewTitleReport:
-    """Prints, when the API has answered since the last time, how many answers showed a title
-    out for at most a day (the API's counters recommendation_answers and
-    new_title_recommendations, summed over its workers)."""
-
-    def __init__(self, port: int, every_seconds: float):
-        self.url = f"http://127.0.0.1:{port}/metrics"
-        self.every_seconds = every_seconds
-        self.next_at = time.monotonic() + every_seconds
-        self.answers = 0.0
-
-    def maybe_print(self) -> None:
-        if time.monotonic() < self.next_at:
-            return
-        self.next_at = time.monotonic() + self.every_seconds
-        try:
-            with urllib.request.urlopen(self.url, timeout=5) as response:
-                text = response.read().decode()
-        except OSError:
-            return
-        answers, new = _counter(text, "recommendation_answers_total"), _counter(text, "new_title_recommendations_total")
-        if answers > self.answers:
-            self.answers = answers
-            print(f"new titles (out for at most a day) were in {new:.0f} of {answers:.0f} answers "
-                  f"({new / answers:.1%}) since the API started", flush=True)
-
-
-def _counter(metrics_text: str, name: str) -> float:
-    for line in metrics_text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return 0.0
 
 
 def _wait_for_first_model(settings: Settings, supervisor: Supervisor, layout: parts.Layout, before: int,
