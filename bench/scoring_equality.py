@@ -52,7 +52,7 @@ def train(path: str, fmt: str, spark_master: str, weight: float | None = None, e
     from nextwatch.evaluation import leave_last_out
     from nextwatch.settings import load_settings
     from nextwatch.training.fit import fit_next_title
-    from nextwatch.training.sequence import options_from
+    from nextwatch.training.sequence_training import options_from
     from nextwatch.training.spark import spark_session
 
     settings = load_settings()

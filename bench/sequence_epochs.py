@@ -22,7 +22,7 @@ import time
 from nextwatch.datasets.readers import EVENT_FORMATS, read_events
 from nextwatch.evaluation import leave_last_out
 from nextwatch.settings import SEQUENCE_LOSSES
-from nextwatch.training import sequence as trainer
+from nextwatch.training import sequence_training as trainer
 
 
 def main() -> None:

@@ -31,7 +31,7 @@ import time
 
 import numpy as np
 
-from nextwatch.training import sequence as trainer
+from nextwatch.training import sequence_training as trainer
 from nextwatch.training.losses import FULL, SAMPLED, SAMPLED_FROM_TITLES, batch_loss
 from nextwatch.training.network import torch_network
 

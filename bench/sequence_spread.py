@@ -17,10 +17,10 @@ import time
 
 import numpy as np
 
-from nextwatch.datasets.demo import DemoConfig
+from nextwatch.datasets.demo_dataset import DemoConfig
 from nextwatch.datasets.demo_catalog import generate_catalog
 from nextwatch.datasets.demo_viewers import simulate_viewers
-from nextwatch.training.sequence import SequenceOptions, train_sequence_model
+from nextwatch.training.sequence_training import SequenceOptions, train_sequence_model
 
 
 def main() -> None:

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from common import Processes  # noqa: E402  (bench/ is run as a folder of scripts)
 
-from nextwatch.datasets.demo import DemoConfig, write_demo_dataset
+from nextwatch.datasets.demo_dataset import DemoConfig, write_demo_dataset
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -113,7 +113,7 @@ def network_histories(viewers: int, titles: int, mean_watches: int):
 
 def time_network(histories, titles: int, epochs: int, variant: str) -> dict:
     from nextwatch.training.engines import Engine
-    from nextwatch.training.sequence import SequenceOptions, train_sequence_model
+    from nextwatch.training.sequence_training import SequenceOptions, train_sequence_model
 
     engine, processes, threads = NETWORK_VARIANTS[variant]
     options = SequenceOptions(threads=threads, engine=Engine(engine, processes=processes, device="cpu"))

@@ -10,7 +10,7 @@ from conftest import scrape
 from test_openapi import check, inline_refs
 from nextwatch.api import create_app
 from nextwatch.service.catalog import CatalogService, TitleQuery
-from nextwatch.datasets.demo import DemoConfig, generate_catalog
+from nextwatch.datasets.demo_dataset import DemoConfig, generate_catalog
 from nextwatch.settings import Settings
 from nextwatch.store import Store
 

@@ -15,7 +15,7 @@ import pyspark
 import pytest
 import requests
 
-from nextwatch.datasets.demo import DemoConfig, write_demo_dataset
+from nextwatch.datasets.demo_dataset import DemoConfig, write_demo_dataset
 from nextwatch.localstack.redis_server import free_port
 from nextwatch.localstack.supervisor import Supervisor
 

@@ -188,7 +188,7 @@ def trained_blend():
 
     from nextwatch.evaluation.baselines import decayed_transition_model
     from nextwatch.model import NextTitleModel
-    from nextwatch.training.sequence import SequenceOptions, train_sequence_model
+    from nextwatch.training.sequence_training import SequenceOptions, train_sequence_model
 
     rng = np.random.default_rng(11)
     histories = []

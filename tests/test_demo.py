@@ -164,7 +164,7 @@ PID_LINE = re.compile(r"^  (\S+)\s+pid (\d+)\s+(.*)$", re.M)
 def prepared_data_dir(path: Path) -> Path:
     """A demo folder with a small history and a published model, so that the demo serves at once
     and its trainer's first run (in the background) is short."""
-    from nextwatch.datasets.demo import DemoConfig, write_demo_dataset
+    from nextwatch.datasets.demo_dataset import DemoConfig, write_demo_dataset
     from nextwatch.store import Store
 
     write_demo_dataset(path / "demo", DemoConfig(titles=120, viewers=150, mean_watches=8))
@@ -305,7 +305,7 @@ def test_programs_that_are_not_installed_are_skipped_with_how_to_install_them(tm
 
 
 def test_the_plan_runs_the_compose_stacks_nextwatch_commands_with_the_demos_redis(tmp_path):
-    from nextwatch.localstack.demo import DemoOptions, _plan
+    from nextwatch.localstack.demo_stack import DemoOptions, _plan
 
     nothing = tmp_path / "bin"  # no optional program is found: only nextwatch's own parts run
     nothing.mkdir()
@@ -323,7 +323,7 @@ def test_the_plan_runs_the_compose_stacks_nextwatch_commands_with_the_demos_redi
 
 def test_the_plan_runs_jupyterlab_and_redis_exporter_when_they_are_installed(tmp_path):
     """What `make demo` installs (JupyterLab in the venv, Debian's exporter) runs, wired as in compose."""
-    from nextwatch.localstack.demo import DemoOptions, _plan
+    from nextwatch.localstack.demo_stack import DemoOptions, _plan
 
     programs = stub_programs(tmp_path / "bin", "jupyter-lab", "prometheus-redis-exporter", "prometheus")
     layout = parts.Layout(data_dir=tmp_path, archive_dir=tmp_path / "archive", demo_events=tmp_path / "e.parquet",

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from nextwatch.datasets.demo import (
+from nextwatch.datasets.demo_dataset import (
     DemoConfig,
     generate_catalog,
     generate_events,

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from nextwatch.datasets.demo import DemoConfig, write_demo_dataset
+from nextwatch.datasets.demo_dataset import DemoConfig, write_demo_dataset
 from nextwatch.datasets.readers import read_events
 from nextwatch.evaluation import decayed_transition_model, evaluate_scorer, leave_last_out, popularity_model
 from nextwatch.training.fit import GRID, FitParams, fit_next_title

@@ -13,7 +13,7 @@ from nextwatch.datasets.events import Events
 from nextwatch.evaluation import (decayed_transition_model, evaluate_scorer, leave_last_out, popularity_model,
                                   transition_model)
 from nextwatch.evaluation.baselines import transition_counts, truncate_rows
-from nextwatch.evaluation.metrics import _in_top_k, _in_top_k_exact
+from nextwatch.evaluation.ranking_metrics import _in_top_k, _in_top_k_exact
 from nextwatch.evaluation.seeds import mean_and_standard_error, seed_summary
 
 

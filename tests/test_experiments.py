@@ -101,7 +101,7 @@ def test_the_commands(settings, store):
 def demo_world():
     """The demo generator's catalog and viewers: a model (decayed transitions) learned from the
     first 300 viewers, and the histories of 200 others, never seen by it, to replay live."""
-    from nextwatch.datasets.demo import DemoConfig
+    from nextwatch.datasets.demo_dataset import DemoConfig
     from nextwatch.datasets.demo_catalog import generate_catalog
     from nextwatch.datasets.demo_viewers import simulate_viewers
     from nextwatch.evaluation import decayed_transition_model

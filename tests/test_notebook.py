@@ -35,7 +35,7 @@ def test_the_notebook_is_stored_without_outputs():
 def notebook_stack(tmp_path, settings, store, monkeypatch):
     """The API serving a published model, with a history, an archive and live events; the
     NEXTWATCH_* variables of the kernel point at all of it."""
-    from nextwatch.datasets.demo import DemoConfig, read_catalog, write_demo_dataset
+    from nextwatch.datasets.demo_dataset import DemoConfig, read_catalog, write_demo_dataset
 
     publish_test_model(store, DEFAULT_NEIGHBOURS)
     dataset = write_demo_dataset(tmp_path / "demo", DemoConfig(titles=150, viewers=300, mean_watches=12))

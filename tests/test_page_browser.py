@@ -14,7 +14,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from conftest import DEFAULT_NEIGHBOURS, TITLES, publish_test_model
 from nextwatch.service.access import issue_key
-from nextwatch.datasets.demo import DemoConfig, generate_catalog
+from nextwatch.datasets.demo_dataset import DemoConfig, generate_catalog
 from nextwatch.localstack.redis_server import free_port
 from nextwatch.localstack.supervisor import Supervisor, http_ok
 

@@ -1,7 +1,7 @@
 """Our baselines against the shared reference script, on the three shared data sets.
 
 ``reference_baselines.py`` writes the protocol and the baselines out plainly; run with
-``--ties pessimistic`` it ranks as ``evaluation/metrics.py`` does by default, so its printed
+``--ties pessimistic`` it ranks as ``evaluation/ranking_metrics.py`` does by default, so its printed
 HR@10 and NDCG@10 of popularity and first-order transitions must be ours to 4 decimals (and
 its decayed transitions, which ``nextwatch evaluate`` reports too). The data sets are not
 redistributed with the project: they sit beside the repository, in ../shared, and a missing

@@ -20,7 +20,7 @@ from nextwatch.training.engines import (LONG_TRAINING_POSITIONS, Engine, distrib
 from nextwatch.training.losses import full_softmax_loss
 from nextwatch.training.ranks import batch_share
 from nextwatch.training.network import torch_network
-from nextwatch.training.sequence import (TIME_CAP, SequenceOptions, padded_batch,
+from nextwatch.training.sequence_training import (TIME_CAP, SequenceOptions, padded_batch,
                                          train_sequence_model, training_sequences)
 
 # No dropout: one process and two then draw nothing at random and must train alike.

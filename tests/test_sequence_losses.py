@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from nextwatch.evaluation.metrics import rank_block, summarise
+from nextwatch.evaluation.ranking_metrics import rank_block, summarise
 from nextwatch.settings import Settings
 from nextwatch.training.losses import (SAMPLED_FROM_TITLES, NegativeSampler, batch_loss, chosen_loss, loss_record,
                                        full_softmax_loss, sampled_softmax_loss)
-from nextwatch.training.sequence import SequenceOptions, options_from, train_sequence_model
+from nextwatch.training.sequence_training import SequenceOptions, options_from, train_sequence_model
 
 SMALL = SequenceOptions(dim=16, blocks=2, heads=2, dropout=0.0, max_length=8, seed=3)
 TITLES = 300

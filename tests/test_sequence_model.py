@@ -19,7 +19,7 @@ from nextwatch.model.next_title import standardised, standardised_rows
 from nextwatch.model.sequence import SequenceModel
 from nextwatch.training.fit import SEQUENCE_WEIGHTS, FitParams, fit_next_title
 from nextwatch.training.network import exported, torch_network
-from nextwatch.training.sequence import TIME_CAP, SequenceOptions, train_sequence_model
+from nextwatch.training.sequence_training import TIME_CAP, SequenceOptions, train_sequence_model
 
 SMALL = SequenceOptions(dim=16, blocks=2, heads=2, dropout=0.0, max_length=8, seed=3)
 

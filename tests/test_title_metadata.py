@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from conftest import ON_BOTH_TOPOLOGIES
-from nextwatch.datasets.demo import DemoConfig
+from nextwatch.datasets.demo_dataset import DemoConfig
 from nextwatch.datasets.demo_catalog import generate_catalog
 from nextwatch.datasets.title_metadata import BadTitle, normalised_title, read_title_metadata
 

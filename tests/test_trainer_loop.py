@@ -6,7 +6,7 @@ import sys
 import threading
 import time
 
-from nextwatch.datasets.demo import DemoConfig, write_demo_dataset
+from nextwatch.datasets.demo_dataset import DemoConfig, write_demo_dataset
 
 
 def wait_for(condition, timeout, trainer):

@@ -1,6 +1,6 @@
 """The holdout, not the clock, chooses the sequence network's epochs: two trainings with the same
 seed and settings end on the same epoch with the same figures and weights, one on a quiet machine
-and one while other processes keep every core busy (training/sequence.py)."""
+and one while other processes keep every core busy (training/sequence_training.py)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import time
 import numpy as np
 import pytest
 
-from nextwatch.datasets.demo import DemoConfig
+from nextwatch.datasets.demo_dataset import DemoConfig
 from nextwatch.datasets.demo_catalog import generate_catalog
 from nextwatch.datasets.demo_viewers import simulate_viewers
-from nextwatch.training.sequence import SequenceOptions, train_sequence_model
+from nextwatch.training.sequence_training import SequenceOptions, train_sequence_model
 
 # Small enough for seconds an epoch; patience short, so the holdout ends the run well before max_epochs.
 OPTIONS = SequenceOptions(dim=32, blocks=2, heads=2, dropout=0.2, max_length=20, batch_size=64,

@@ -14,7 +14,7 @@ print("best", best, fmt(res[best]))
 if len(sys.argv) > 2:
     # cross-check against project's scorer
     from nextwatch.model.next_title import NextTitleModel, PositionWeights
-    from nextwatch.evaluation.metrics import evaluate_scorer
+    from nextwatch.evaluation.ranking_metrics import evaluate_scorer
     found = pk.top_neighbours(dv.sums["key"], {k: v for k, v in dv.sums.items() if k != "key"}, dv.aud, [best], 100)
     order = np.lexsort((found["rank"], found["a"]))
     offs = np.r_[0, np.cumsum(np.bincount(found["a"], minlength=dv.n))]

@@ -4,11 +4,11 @@ validation targets before any becomes a default.
     .venv/bin/python research/sequence-options/evaluate_variant.py dropout=0.5 -- \
         evaluate ../shared/data/amazon-beauty/Beauty.txt --format sequences --json
 
-Each NAME=VALUE before ``--`` replaces a field of ``training.sequence.SequenceOptions`` (dim,
-blocks, heads, dropout, learning_rate, batch_size, ...); what follows ``--`` is the command line
-of ``nextwatch``. Decide on the JSON's ``seeds.runs[].validation_sequence``: the network's
-holdout curve and the blend's NDCG@10 for every λ, all on validation targets; the test figure
-is for the report, not for choosing.
+Each NAME=VALUE before ``--`` replaces a field of ``training.sequence_training.SequenceOptions``
+(dim, blocks, heads, dropout, learning_rate, batch_size, ...); what follows ``--`` is the
+command line of ``nextwatch``. Decide on the JSON's ``seeds.runs[].validation_sequence``: the
+network's holdout curve and the blend's NDCG@10 for every λ, all on validation targets; the test
+figure is for the report, not for choosing.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ import dataclasses
 import sys
 
 from nextwatch.cli import main as nextwatch_main
-from nextwatch.training import sequence
+from nextwatch.training import sequence_training
 
 
 def parse_changes(items: list[str]) -> dict:
-    defaults = sequence.SequenceOptions()
+    defaults = sequence_training.SequenceOptions()
     changes = {}
     for item in items:
         name, _, value = item.partition("=")
@@ -36,13 +36,14 @@ def main(argv: list[str]) -> int:
         raise SystemExit(__doc__)
     split = argv.index("--")
     changes = parse_changes(argv[:split])
-    product_options = sequence.options_from
+    product_options = sequence_training.options_from
 
     def options_with_changes(settings):
         options = product_options(settings)
         return None if options is None else dataclasses.replace(options, **changes)
 
-    sequence.options_from = options_with_changes  # read by `evaluate` and `train` when they run
+    # Read by `evaluate` and `train` when they run.
+    sequence_training.options_from = options_with_changes
     print(f"sequence options changed: {changes}", file=sys.stderr)
     return nextwatch_main(argv[split + 1:])
 

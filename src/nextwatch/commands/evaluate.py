@@ -7,7 +7,7 @@ fit as production) from the events before them; the tested model is built from e
 before the test targets with the chosen parameters. Every model is scored over the full catalog
 with ``NextTitleModel.dense_scores``, the scorer serving uses (the baselines with their own float64
 scorer, so that they rank exactly as ``reference_baselines.py``). A target ranks after every
-title with its score (``--ties pessimistic``, the default; ``evaluation/metrics.py``).
+title with its score (``--ties pessimistic``, the default; ``evaluation/ranking_metrics.py``).
 
 ``--seeds N`` trains the sequence network with seeds 0..N-1 and reports each seed's figures and
 their mean and standard error (``evaluation/seeds.py``); the model's row is the mean. The table's
@@ -32,7 +32,7 @@ from typing import Sequence
 
 from ..datasets.readers import EVENT_FORMATS
 from ..errors import NextwatchError
-from ..evaluation.metrics import TIES
+from ..evaluation.ranking_metrics import TIES
 
 METRICS = ("hr@10", "ndcg@10", "mrr@10", "coverage@10")
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ def evaluate(path: str, fmt: str, spark_master: str = "local[2]", seeds: Sequenc
     from ..evaluation.seeds import mean_and_standard_error, seed_summary
     from ..settings import load_settings
     from ..training.fit import fit_next_title
-    from ..training.sequence import options_from as sequence_options
+    from ..training.sequence_training import options_from as sequence_options
     from ..training.spark import spark_session
 
     seeds = list(seeds)

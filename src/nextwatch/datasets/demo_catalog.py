@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from .demo import DemoConfig
+    from .demo_dataset import DemoConfig
 
 # Genre and how common it is among titles; viewers' tastes average to the same shares.
 GENRE_SHARES = {

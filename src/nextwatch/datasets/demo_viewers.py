@@ -19,7 +19,7 @@ import numpy as np
 from .demo_catalog import GENRE_SHARES, GENRES
 
 if TYPE_CHECKING:
-    from .demo import DemoConfig
+    from .demo_dataset import DemoConfig
 
 BINGE_PROBABILITY = 0.8
 REWATCH_PROBABILITY = 0.03

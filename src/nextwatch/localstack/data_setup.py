@@ -14,7 +14,7 @@ from . import parts
 
 def set_up_data(settings: Settings, layout: parts.Layout, seed: int) -> int:
     """Generate the demo data once and store its catalog in Redis; the published model version (0: none)."""
-    from ..datasets.demo import DemoConfig, read_catalog, write_demo_dataset
+    from ..datasets.demo_dataset import DemoConfig, read_catalog, write_demo_dataset
     from ..store import Store
 
     demo_dir = layout.demo_events.parent

@@ -1,8 +1,9 @@
 """The sequence model's scorer, in NumPy: what comes next after a user's recent titles, read by
 a small causal self-attention network over the history (SASRec-style).
 
-Training (``training/sequence.py``; the PyTorch form is ``training/network.py``) produces the weights; serving and evaluation
-score with this module alone, so neither needs PyTorch. The network:
+Training (``training/sequence_training.py``; the PyTorch form is ``training/network.py``)
+produces the weights; serving and evaluation score with this module alone, so neither needs
+PyTorch. The network:
 
     x_i  = E[h_i] * sqrt(d) + P[recency_i]       (recency 0 = the most recent title)
     for each block:  x = x + Attention(LN(x))  (causal: a title sees itself and earlier ones)

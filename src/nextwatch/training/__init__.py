@@ -9,8 +9,9 @@ through ``store/`` and builds models with ``model/``, never touching the API or 
 - ``fit.py``: ``fit_next_title()``, events -> a tuned ``NextTitleModel``, without Redis; its
   parts: ``params.py`` (what a fit chooses), ``table_fit.py`` (the table, built and tuned),
   ``holdout.py`` (the inner holdout and the tuning sample), ``sequence_fit.py`` (the sequence
-  model's tuning and final training; ``sequence.py`` trains the network, the PyTorch form in
-  ``network.py``, on the engine ``engines.py`` picks), ``timing.py`` (each stage's time in the log)
+  model's tuning and final training; ``sequence_training.py`` trains the network, the PyTorch
+  form in ``network.py``, on the engine ``engines.py`` picks), ``timing.py`` (each stage's time
+  in the log)
 - ``job.py``: ``train()``, which reads the sources, fits and publishes the model
 """
 

@@ -53,7 +53,7 @@ def train_with_distributor(plan: DistributorPlan, sequences: list[np.ndarray], t
     the report of process 0."""
     from pyspark.ml.torch.distributor import TorchDistributor
 
-    from .sequence import SequenceReport
+    from .sequence_training import SequenceReport
 
     lengths = np.array([len(s) for s in sequences], dtype=np.int64)
     threads = options.threads or plan.threads
@@ -80,7 +80,7 @@ def train_in_process(job: Job) -> dict:
     import torch.distributed as dist
 
     from .ranks import Processes
-    from .sequence import train_network
+    from .sequence_training import train_network
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     device = training_device(job.options.engine, torch)

@@ -40,7 +40,7 @@ from ..model.sequence import SequenceModel
 from .holdout import HOLDOUT_USERS, TUNING_EVENTS, inner_holdout, user_sample
 from .neighbours import user_sequences
 from .params import GRID, FitParams
-from .sequence import TIME_CAP, SequenceOptions
+from .sequence_training import TIME_CAP, SequenceOptions
 from .sequence_fit import SEQUENCE_WEIGHTS, Tuned, final_sequence, tune_sequence
 from .table_fit import TitleCodes, build_table, title_counts, tune_table, with_codes
 from .timing import timed

@@ -27,7 +27,7 @@ from ..store import Store
 from ..store.catalog import CatalogStore
 from . import sources as event_sources
 from .fit import FitParams, TitleCodes, fit_next_title
-from .sequence import options_from as sequence_options
+from .sequence_training import options_from as sequence_options
 from .transitions import popularity
 
 log = logging.getLogger(__name__)

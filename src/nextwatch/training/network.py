@@ -1,5 +1,6 @@
-"""The sequence model's network in PyTorch, for training (``sequence.py``), and its weights to
-and from ``SequenceModel``'s NumPy arrays, which serving and evaluation score without PyTorch.
+"""The sequence model's network in PyTorch, for training (``sequence_training.py``), and its
+weights to and from ``SequenceModel``'s NumPy arrays, which serving and evaluation score without
+PyTorch.
 
 The two forms compute the same thing with the same arrays (tests/test_sequence_model.py holds
 the scores to 1e-5): 64-dim title embeddings shared with the output layer, learned positions
@@ -17,7 +18,7 @@ import numpy as np
 from ..model.sequence import SequenceModel
 
 if TYPE_CHECKING:
-    from .sequence import SequenceOptions
+    from .sequence_training import SequenceOptions
 
 
 def torch_network(title_count: int, options: "SequenceOptions"):

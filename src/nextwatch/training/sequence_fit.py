@@ -1,9 +1,9 @@
 """The sequence model's two trainings inside a fit (``fit.py``), and what the run's safety cap did
 to them.
 
-- Tuning: the network trains on the tuning events until the holdout says stop (``sequence.py``),
-  then its blend weight λ is chosen on the same holdout from ``SEQUENCE_WEIGHTS`` (0 keeps the
-  table alone). ``FitParams`` records λ and the best epoch.
+- Tuning: the network trains on the tuning events until the holdout says stop
+  (``sequence_training.py``), then its blend weight λ is chosen on the same holdout from
+  ``SEQUENCE_WEIGHTS`` (0 keeps the table alone). ``FitParams`` records λ and the best epoch.
 - The final training on all the events (beyond ``holdout.TUNING_EVENTS``, the tuning sample's
   users' events) runs the epochs the tuning kept (its best epoch, recorded in ``FitParams``).
   After a tuning in the same run it continues the tuned network for them: the final events are
@@ -26,11 +26,11 @@ from typing import Callable
 
 import numpy as np
 
-from ..evaluation.metrics import rank_block, summarise
+from ..evaluation.ranking_metrics import rank_block, summarise
 from ..model import NextTitleModel
 from ..model.next_title import standardised_rows, unwatched_mask
 from ..model.sequence import SequenceModel
-from .sequence import TIME_CAP, SequenceOptions, train_sequence_model
+from .sequence_training import TIME_CAP, SequenceOptions, train_sequence_model
 from .timing import timed
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from ..evaluation.metrics import evaluate_scorer
+from ..evaluation.ranking_metrics import evaluate_scorer
 from ..model import NextTitleModel, PositionWeights
 from .neighbours import audiences, pair_sums, ranked_neighbours, user_sequences
 from .params import FitParams

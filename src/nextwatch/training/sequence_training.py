@@ -36,7 +36,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..evaluation.metrics import rank_block
+from ..evaluation.ranking_metrics import rank_block
 from ..model.sequence import SequenceModel
 from .engines import Engine, engine_from_settings, local_engine_name, training_device
 from .ranks import GO_ON, ONE_PROCESS, PATIENCE, TIME_CAP_REACHED, batch_share, rank_seed
