@@ -24,6 +24,7 @@ judges what they say.
 from __future__ import annotations
 
 import argparse
+import collections
 import re
 import shutil
 import signal
@@ -38,8 +39,8 @@ from .cluster_processes import (
     HOST, ClusterError, NodeProcess, pick_port_pair, server_config, start_nodes, stop_nodes,
 )
 from .cluster_view import (
-    NOT_RUNNING, OPEN_SLOTS, ClusterMember, NodeReport, agreement_problems, parse_cluster_nodes, parse_info,
-    replica_moves, shape_problems, slot_owner_claims,
+    NOT_RUNNING, OPEN_SLOTS, SLOTS, ClusterMember, NodeReport, agreement_problems, parse_cluster_nodes,
+    parse_info, replica_moves, shape_problems, slot_owner_claims,
 )
 from .resp import RedisReplyError, redis_command
 
@@ -210,8 +211,9 @@ class LocalRedisCluster:
 
     def wait_until_healthy(self, timeout: float = 60.0) -> None:
         """Bring the cluster back to ``masters`` slot-owning masters with ``replicas`` in-sync
-        replicas each: restart dead nodes, give slots back to a master a reshard emptied, move
-        replicas to a master without one. Quick (one round of questions) when nothing is wrong."""
+        replicas each: restart dead nodes, close slots a reshard left open, settle slots whose owner
+        the nodes disagree on for good, give slots back to a master a reshard emptied, move replicas
+        to a master without one. Quick (one round of questions) when nothing is wrong."""
         deadline = time.monotonic() + timeout
         stopped = [node for node in self._nodes if not node.running]
         start_nodes(stopped, self._server_config(), deadline, set(self.ports), may_move=False)
@@ -222,6 +224,8 @@ class LocalRedisCluster:
     def _wait_healthy(self, deadline: float, repair: bool) -> None:
         stuck_since = None  # when a state a repair can mend was first seen: repairs wait 1 s, as
         # the nodes often mend it themselves (a restarted master turning replica, gossip catching up)
+        repair_failure = None  # why the last repair failed: a failed repair is tried again (redis-cli
+        # refuses while gossip is still settling), so one bad moment does not leave the cluster broken
         while True:
             reports = self._reports()
             problems = agreement_problems(reports)
@@ -236,10 +240,11 @@ class LocalRedisCluster:
             elif stuck_since is None:
                 stuck_since = time.monotonic()
             elif time.monotonic() - stuck_since > 1.0:
-                mend()
+                repair_failure = _failure_of(mend)
                 stuck_since = None
             if time.monotonic() > deadline:
-                raise self._failure("the cluster did not become healthy in time", problems)
+                failed = [f"the last repair failed: {repair_failure}"] if repair_failure else []
+                raise self._failure("the cluster did not become healthy in time", problems + failed)
             time.sleep(0.05)
 
     def _repair_for(self, reports: dict[int, NodeReport | str], problems: list[str], agreed: bool,
@@ -249,7 +254,7 @@ class LocalRedisCluster:
         if all(OPEN_SLOTS in problem for problem in problems):  # a reshard stopped half-way
             return lambda: self._cli("fix", address, "--cluster-yes", timeout=deadline - time.monotonic())
         if not agreed:
-            return None
+            return self._owner_repair(reports)
         members = next(iter(reports.values())).members
         owners = [m for m in members if m.role == "master" and m.slot_count]
         if len(owners) < self.masters and any(m.role == "master" and not m.slot_count for m in members):
@@ -259,6 +264,19 @@ class LocalRedisCluster:
         if moves:
             return lambda: [redis_command(replica.port, "CLUSTER", "REPLICATE", master) for replica, master in moves]
         return None
+
+    def _owner_repair(self, reports: dict[int, NodeReport | str]) -> Callable[[], object] | None:
+        """SETSLOT on each master that records the wrong owner for a slot the nodes disagree on
+        (see slot_owner_fixes); None while a node is down or suspected, as restarts and failovers
+        settle ownership themselves, and while only replicas lag, as gossip brings them along."""
+        answers = list(reports.values())
+        if any(isinstance(answer, str) or any(m.failing for m in answer.members) for answer in answers):
+            return None
+        fixes = slot_owner_fixes(answers)
+        if not fixes:
+            return None
+        return lambda: [redis_command(port, "CLUSTER", "SETSLOT", slot, "NODE", owner)
+                        for port, owners in fixes.items() for slot, owner in owners.items()]
 
     def _wait_agreed(self, deadline: float) -> None:
         while problems := agreement_problems(self._reports()):
@@ -319,6 +337,57 @@ class LocalRedisCluster:
             if node.running:
                 return node
         raise ClusterError("no node of the cluster is running")
+
+
+def slot_owner_fixes(reports: list[NodeReport]) -> dict[int, dict[int, str]]:
+    """{port of a master: {slot: id of the owner it must record}} for every slot the nodes name
+    different owners for, where the masters' own claims settle who owns it: the one master that
+    claims it or, when none does, the owner most nodes name. Slots two masters claim are left to
+    Redis's configEpoch rule; replicas take no SETSLOT, they follow the owner's claims.
+
+    Gossip alone never settles a slot no master claims, and Redis 7.0 leaves one behind now and then:
+    a node keeps a stale "its owner stopped claiming it" mark on a slot (redis#12564, fixed in 7.2.4
+    only), SETSLOT does not clear it, and a claim carrying that mark wins whatever its configEpoch.
+    So when the old owner of a slot still claims it just after the new owner took it with SETSLOT,
+    the new owner hands it back in its own view, the old owner then lets it go as told, and the new
+    owner names the old one while everyone else names the new one, for good."""
+    seen = {report.port: _owner_of_each_slot(report.members) for report in reports}
+    masters = {}  # port -> the master's own line: the slots it claims
+    for report in reports:
+        me = next(member for member in report.members if "myself" in member.flags)
+        if me.role == "master":
+            masters[report.port] = me
+    fixes: dict[int, dict[int, str]] = {}
+    for slot, named in enumerate(zip(*seen.values())):
+        if len(set(named)) == 1:
+            continue
+        claimants = [me.node_id for me in masters.values() if me.owns(slot)]
+        if len(claimants) > 1:
+            continue
+        owner = claimants[0] if claimants else collections.Counter(named).most_common(1)[0][0]
+        for port in masters:
+            if owner is not None and seen[port][slot] != owner:
+                fixes.setdefault(port, {})[slot] = owner
+    return fixes
+
+
+def _owner_of_each_slot(members: list[ClusterMember]) -> list[str | None]:
+    """Slot -> the node id one view names as its owner (None: unassigned)."""
+    owners: list[str | None] = [None] * SLOTS
+    for member in members:
+        if member.role == "master":
+            for start, end in member.slots:
+                owners[start:end + 1] = [member.node_id] * (end - start + 1)
+    return owners
+
+
+def _failure_of(repair: Callable[[], object]) -> str | None:
+    """Run a repair; why it failed, or None when it went through."""
+    try:
+        repair()
+    except (ClusterError, RedisReplyError, OSError) as error:
+        return str(error)
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
