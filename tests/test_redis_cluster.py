@@ -10,8 +10,8 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from nextwatch.localstack.cluster_view import SLOTS, NodeReport, parse_cluster_nodes
-from nextwatch.localstack.redis_cluster import ClusterError, LocalRedisCluster, slot_owner_fixes
+from nextwatch.localstack.cluster_view import SLOTS, NodeReport, parse_cluster_nodes, slot_owner_fixes
+from nextwatch.localstack.redis_cluster import ClusterError, LocalRedisCluster
 from nextwatch.settings import Settings, cluster_nodes
 
 from conftest import cluster_client
@@ -161,7 +161,7 @@ def give_away_every_slot(cluster, source, target) -> None:
     The source lets go of its slots before the target takes them, the reverse of redis-cli's order:
     pipelined, the source would go on claiming slots the target already took for as long as its own
     pipeline runs, and Redis 7.0 can hand such a slot back to the old owner in the target's own view,
-    for good (see slot_owner_fixes in redis_cluster.py). The target imports them meanwhile, so it
+    for good (see slot_owner_fixes in cluster_view.py). The target imports them meanwhile, so it
     ignores every claim on them until it takes them."""
     masters = [m for m in cluster.nodes() if m.role == "master"]
     steps = [(target, "IMPORTING", source.node_id), (source, "MIGRATING", target.node_id),

@@ -6,6 +6,7 @@ redis_cluster.py asks the nodes, this module judges the answers.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 
 SLOTS = 16384
@@ -173,3 +174,45 @@ def slot_owner_claims(reports: dict[int, NodeReport | str], slot: int) -> dict[i
             owners = [m.port for m in report.members if m.role == "master" and m.owns(slot) and not m.failing]
             claims[port] = owners[0] if owners else f"no live master owns slot {slot}"
     return claims
+
+
+def slot_owner_fixes(reports: list[NodeReport]) -> dict[int, dict[int, str]]:
+    """{port of a master: {slot: id of the owner it must record}} for every slot the nodes name
+    different owners for, where the masters' own claims settle who owns it: the one master that
+    claims it or, when none does, the owner most nodes name. Slots two masters claim are left to
+    Redis's configEpoch rule; replicas take no SETSLOT, they follow the owner's claims.
+
+    Gossip alone never settles a slot no master claims, and Redis 7.0 leaves one behind now and then:
+    a node keeps a stale "its owner stopped claiming it" mark on a slot (redis#12564, fixed in 7.2.4
+    only), SETSLOT does not clear it, and a claim carrying that mark wins whatever its configEpoch.
+    So when the old owner of a slot still claims it just after the new owner took it with SETSLOT,
+    the new owner hands it back in its own view, the old owner then lets it go as told, and the new
+    owner names the old one while everyone else names the new one, for good."""
+    seen = {report.port: owner_of_each_slot(report.members) for report in reports}
+    masters = {}  # port -> the master's own line: the slots it claims
+    for report in reports:
+        me = next(member for member in report.members if "myself" in member.flags)
+        if me.role == "master":
+            masters[report.port] = me
+    fixes: dict[int, dict[int, str]] = {}
+    for slot, named in enumerate(zip(*seen.values())):
+        if len(set(named)) == 1:
+            continue
+        claimants = [me.node_id for me in masters.values() if me.owns(slot)]
+        if len(claimants) > 1:
+            continue
+        owner = claimants[0] if claimants else collections.Counter(named).most_common(1)[0][0]
+        for port in masters:
+            if owner is not None and seen[port][slot] != owner:
+                fixes.setdefault(port, {})[slot] = owner
+    return fixes
+
+
+def owner_of_each_slot(members: list[ClusterMember]) -> list[str | None]:
+    """Slot -> the node id one view names as its owner (None: unassigned)."""
+    owners: list[str | None] = [None] * SLOTS
+    for member in members:
+        if member.role == "master":
+            for start, end in member.slots:
+                owners[start:end + 1] = [member.node_id] * (end - start + 1)
+    return owners
