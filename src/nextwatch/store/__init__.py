@@ -106,6 +106,7 @@ class Store:
             return False
 
     def close(self) -> None:
+        self.users.close()
         self.client.close()
 
 

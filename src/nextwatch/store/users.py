@@ -18,6 +18,7 @@ from ..errors import ReplicasBehind, StoreUnavailable
 from ..keys import Keys
 from ..settings import Settings
 from .connection import is_cluster, translate_failures
+from .direct_commands import DirectCommands
 from .user_state import (CODE, MAX_IMPRESSIONS, CachedPrediction, PendingWatch, RecordedImpressions, RecordedWatch,
                          RepeatedEvent, UserState, decode_codes, decode_state, encode_codes)
 
@@ -43,11 +44,21 @@ class UserStore:
         self._impressions_source, self._impressions_sha = _script("impressions.lua")
         self._impressions_script = client.register_script(self._impressions_source)
         self._sources = {self._watch_sha: self._watch_source, self._cache_sha: self._cache_source}
+        self._cluster = is_cluster(client)
+        # The request path's commands skip redis-py's per-command layers (direct_commands.py);
+        # a cluster keeps its client's routing and retries.
+        self._direct = None if self._cluster else DirectCommands(client)
+
+    def close(self) -> None:
+        if self._direct is not None:
+            self._direct.close()
 
     @translate_failures
     def read(self, user_id: str) -> UserState:
         """One GET: the history and the cached prediction."""
-        history, impressions, cached = decode_state(self.client.get(self.keys.user(user_id)))
+        key = self.keys.user(user_id)
+        raw = self._direct.execute("GET", key) if self._direct is not None else self.client.get(key)
+        history, impressions, cached = decode_state(raw)
         return UserState(cached, history, impressions)
 
     @translate_failures
@@ -80,6 +91,8 @@ class UserStore:
         ]
         if durable:
             reply = self._record_and_wait(keys, args)
+        elif self._direct is not None:
+            reply = self._direct.script(self._watch_sha, self._watch_source, keys, args)
         else:
             reply = self._watch_script(keys=keys, args=args)
         if reply[0] == b"duplicate":
@@ -128,7 +141,7 @@ class UserStore:
         that Redis forgot, then runs that script again and any WAIT (the other commands ran)."""
         target, asking = self._node_client(key), False
         for _attempt in range(REDIRECTS_FOLLOWED):
-            replies = _pipelined(target, commands, asking)
+            replies = _pipelined(target, commands, asking, self._direct if target is self.client else None)
             first = replies[0]
             if isinstance(first, redis.exceptions.NoScriptError):
                 target.script_load(self._sources[commands[0][1]])
@@ -149,7 +162,7 @@ class UserStore:
 
     def _node_client(self, key: str):
         """A client for the one Redis that holds ``key``: itself on a single Redis."""
-        if not is_cluster(self.client):
+        if not self._cluster:
             return self.client
         return self.client.get_redis_connection(self.client.get_node_from_key(key))
 
@@ -195,13 +208,16 @@ class UserStore:
                         ex=self.settings.event_id_ttl_seconds)
 
 
-def _pipelined(target, commands: list[tuple], asking: bool) -> list:
+def _pipelined(target, commands: list[tuple], asking: bool, direct: DirectCommands | None = None) -> list:
     """The replies of ``commands`` sent in one round trip; ``asking``: each after an ASKING (it
     holds for the next command only), for a slot that is moving to ``target``. One command (a
     watch's prediction, the usual case) goes without a pipeline, which costs redis-py about as
-    much again as the command; its error comes back as a reply, as a pipeline's would."""
+    much again as the command, and on ``direct`` when given (``target``'s own, raw replies);
+    its error comes back as a reply, as a pipeline's would."""
     if len(commands) == 1 and not asking:
         try:
+            if direct is not None:
+                return [direct.execute(*commands[0])]
             return [target.execute_command(*commands[0])]
         except redis.exceptions.ResponseError as error:
             return [error]

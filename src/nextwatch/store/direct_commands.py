@@ -1,0 +1,81 @@
+"""The request path's commands on one Redis connection per thread, beside redis-py's pool.
+
+Why: redis-py 8 wraps every command in work that a hot path does not need: the pool (a lock,
+a readiness check and a release a command), a retry wrapper, deprecation and observability
+hooks. In one process on a loopback Redis, a GET through ``client.get`` cost 120-180 us and the
+same GET sent on a connection of the thread's own 55-100 us (``bench/serve.py`` has the figures
+under load). A cache hit sends one command and a watch two, so this is a large share of both.
+
+What is kept of redis-py: its ``Connection`` (socket options, timeouts, the health check, the
+RESP parser and command packing) and the pool's rule for a connection that sat idle: one that
+Redis closed meanwhile (a restart, a timeout on its side) is dropped and a fresh one opened
+before the command is sent, so a Redis restart costs no request once Redis is back. A failure
+while a command is in flight is not retried (the client's own policy: ``retry`` 0); the
+connection is dropped and the next command opens a new one.
+
+Replies are ``read_response``'s: raw, without the client's response callbacks, so only
+commands whose raw reply is what the caller reads go this way (GET, EVALSHA). Error replies
+raise ``ResponseError`` subclasses, as through the client.
+
+Only for a single Redis: on a Redis Cluster the cluster client keeps its routing, its retries
+and its slot-map refreshes (``users.py``).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+
+import redis
+
+
+class DirectCommands:
+    def __init__(self, client: redis.Redis):
+        self._pool = client.connection_pool
+        self._local = threading.local()
+        self._opened: weakref.WeakSet = weakref.WeakSet()  # a finished thread's connection goes with it
+        self._lock = threading.Lock()
+
+    def execute(self, *args):
+        """One command's reply (raw bytes, integers, lists)."""
+        connection = self._connection()
+        connection.send_command(*args)
+        return connection.read_response()
+
+    def script(self, sha: str, source: str, keys: list, args: list):
+        """EVALSHA of ``source`` (whose SHA-1 is ``sha``), loading it first if Redis forgot it."""
+        try:
+            return self.execute("EVALSHA", sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            self.execute("SCRIPT", "LOAD", source)
+            return self.execute("EVALSHA", sha, len(keys), *keys, *args)
+
+    def close(self) -> None:
+        with self._lock:
+            opened = list(self._opened)
+        for connection in opened:
+            connection.disconnect()
+
+    def _connection(self):
+        local = self._local
+        connection = getattr(local, "connection", None)
+        pid = os.getpid()
+        if connection is None or local.pid != pid:  # a forked child never writes on its parent's socket
+            pool = self._pool
+            connection = local.connection = pool.connection_class(**pool.connection_kwargs)
+            local.pid = pid
+            with self._lock:
+                self._opened.add(connection)
+        elif connection.is_connected and _closed_while_idle(connection):
+            connection.disconnect()  # send_command connects again
+        return connection
+
+
+def _closed_while_idle(connection) -> bool:
+    """Whether an idle connection has something to read: only an end of file (Redis closed it)
+    or an error can be there, as every reply was read. The pool runs the same test."""
+    try:
+        return connection.can_read()
+    except (redis.ConnectionError, redis.TimeoutError, OSError):
+        return True
