@@ -13,6 +13,7 @@ from ..settings import Settings, SettingsError
 from .api_keys import ApiKeyRecord, ApiKeyStore
 from .catalog import CatalogStore
 from .connection import REDIS_ERRORS, connect, is_cluster, translate_failures
+from .direct_commands import DirectCommands
 from .events import EventLog
 from .experiments import ExperimentStore
 from .models import ModelStore
@@ -34,6 +35,7 @@ class Store:
     api_keys: ApiKeyStore
     experiments: ExperimentStore
     rules: RuleStore
+    direct: DirectCommands | None = None  # one connection per thread for the request path (one Redis)
 
     @classmethod
     def from_settings(cls, settings: Settings, client=None, check_layout: bool = True) -> "Store":
@@ -41,16 +43,21 @@ class Store:
         another shard count or an older key layout; skipped while Redis cannot be reached."""
         client = client or connect(settings)
         keys = Keys(settings.key_prefix, settings.shards)
+        # The request path's commands (a user's state, a key's rate limit) skip redis-py's
+        # per-command layers on one Redis (direct_commands.py); a cluster keeps its client's
+        # routing and retries.
+        direct = None if is_cluster(client) else DirectCommands(client)
         store = cls(
             client=client,
             keys=keys,
-            users=UserStore(client, keys, settings),
+            users=UserStore(client, keys, settings, direct),
             catalog=CatalogStore(client, keys),
             models=ModelStore(client, keys, settings.models_kept),
             events=EventLog(client, keys),
-            api_keys=ApiKeyStore(client, keys),
+            api_keys=ApiKeyStore(client, keys, direct),
             experiments=ExperimentStore(client, keys),
             rules=RuleStore(client, keys),
+            direct=direct,
         )
         if check_layout:
             try:
@@ -106,7 +113,8 @@ class Store:
             return False
 
     def close(self) -> None:
-        self.users.close()
+        if self.direct is not None:
+            self.direct.close()
         self.client.close()
 
 

@@ -34,7 +34,9 @@ def _script(name: str) -> tuple[str, str]:
 
 
 class UserStore:
-    def __init__(self, client, keys: Keys, settings: Settings):
+    def __init__(self, client, keys: Keys, settings: Settings, direct: DirectCommands | None = None):
+        """``direct``: where the request path's commands go on one Redis (None: through
+        ``client``)."""
         self.client = client
         self.keys = keys
         self.settings = settings
@@ -45,13 +47,7 @@ class UserStore:
         self._impressions_script = client.register_script(self._impressions_source)
         self._sources = {self._watch_sha: self._watch_source, self._cache_sha: self._cache_source}
         self._cluster = is_cluster(client)
-        # The request path's commands skip redis-py's per-command layers (direct_commands.py);
-        # a cluster keeps its client's routing and retries.
-        self._direct = None if self._cluster else DirectCommands(client)
-
-    def close(self) -> None:
-        if self._direct is not None:
-            self._direct.close()
+        self._direct = direct
 
     @translate_failures
     def read(self, user_id: str) -> UserState:
