@@ -62,7 +62,9 @@ INCLUSIVE = [  # (label, function name, file pattern)
     ("  Ranker.rank (scoring and rules)", "rank", "nextwatch/service/ranking.py"),
     ("  UserStore.read (GET + decode)", "read", "nextwatch/store/users.py"),
     ("  UserStore.record_watch (Lua EVALSHA)", "record_watch", "nextwatch/store/users.py"),
-    ("  UserStore.save_prediction (SET)", "save_prediction", "nextwatch/store/users.py"),
+    ("  UserStore.save_prediction (Lua EVALSHA)", "save_prediction", "nextwatch/store/users.py"),
+    ("DirectCommands.execute (a command on the thread's connection)", "execute",
+     "nextwatch/store/direct_commands.py"),
     ("counters: Counter.inc", "inc", "prometheus_client/metrics.py"),
 ]
 FRAME = re.compile(r"^(?P<function>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
