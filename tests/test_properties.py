@@ -1,5 +1,5 @@
-"""Properties, checked on generated input: client ids (ids.py) and the next-title scorer
-(model/next_title.py) against plain-Python statements of their rules."""
+"""Properties, checked on generated input: client ids (ids.py), query strings (api/inputs.py)
+and the next-title scorer (model/next_title.py) against plain-Python statements of their rules."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
+from urllib.parse import parse_qs
+
+from nextwatch.api.inputs import query_values
 from nextwatch.errors import InvalidInput
 from nextwatch.ids import MAX_ID_LENGTH, validate_id
 from nextwatch.keys import Keys
@@ -108,6 +111,23 @@ def test_only_the_allowed_characters_and_lengths_are_accepted(value, field):
     assert error.error == f"invalid_{field}"
     assert error.detail.startswith(f"{field} {rule}"), error.detail
     assert error.to_json() == {"error": f"invalid_{field}", "detail": error.detail}
+
+
+# -- query strings ----------------------------------------------------------------------------
+
+# What a query string can hold: separators, escapes (well-formed or not), '+', letters, digits,
+# and text outside ASCII as a server may hand it over.
+QUERY_PIECES = st.sampled_from(["&", "=", "%", "+", "%2B", "%26", "%3D", "%C3%A9", "%zz", "%4", "k", "max_maturity",
+                                "genre", "3", "18", "a b", "é", ";", "ÿ"]) | st.text(max_size=3)
+
+
+@thorough
+@given(st.lists(QUERY_PIECES, max_size=12).map("".join))
+@example("k=3&max_maturity=18")
+@example("k=1&k=2&&=&genre&genre=Drama+%26+Crime")
+def test_query_values_decode_as_parse_qs_keeping_the_last_value(query):
+    expected = {name: found[-1] for name, found in parse_qs(query, keep_blank_values=True).items()}
+    assert query_values(query) == expected
 
 
 # -- the scorer ------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from typing import Mapping
+from urllib.parse import unquote_plus
 
 from ..errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from ..ids import validate_id
@@ -51,6 +52,22 @@ def user_id(raw) -> str:
 
 def content_id(raw) -> str:
     return validate_id(raw, "content_id")
+
+
+def query_values(query: str) -> dict[str, str]:
+    """The last value of each name of a query string, decoded as ``urllib.parse.parse_qs(query,
+    keep_blank_values=True)`` decodes them (tests/test_properties.py checks that they agree).
+    Written out because a filtered cache hit parses one on every request: 1.5 against 8 us for
+    ``k=3&max_maturity=18`` (timeit); only fields with ``%`` or ``+`` need decoding."""
+    values = {}
+    for field in query.split("&"):
+        if not field:
+            continue
+        name, _, value = field.partition("=")
+        if "%" in field or "+" in field:
+            name, value = unquote_plus(name), unquote_plus(value)
+        values[name] = value
+    return values
 
 
 def json_object(content_type: str | None, declared_length: str | None, read, max_bytes: int = MAX_BODY_BYTES) -> dict:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import time
 from http import HTTPStatus
-from urllib.parse import parse_qs
 
 from ..errors import NextwatchError
 from ..service import Services
@@ -106,7 +105,7 @@ class ServingRoutes:
         query = environ.get("QUERY_STRING")
         if not query:
             return None, NO_FILTERS, False
-        values = {name: found[-1] for name, found in parse_qs(query, keep_blank_values=True).items()}
+        values = inputs.query_values(query)
         k = inputs.parse_k(values.get("k")) if "k" in values else None
         filters = NO_FILTERS
         if any(name in values for name in inputs.FILTER_PARAMETERS):
