@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from conftest import ON_BOTH_TOPOLOGIES, TITLES, scrape
@@ -190,3 +191,37 @@ def test_the_rules_command(settings, store, catalog):
     bad = cli("boost", "C000", "99")
     assert bad.returncode == 2 and "weight" in bad.stderr
     assert TITLES[0] == "C000"
+
+
+def test_a_kept_filter_mask_follows_the_clock_and_the_catalog(store):
+    """The ranker keeps one mask per combination of filters (service/ranking.py): a title whose
+    window closes, and metadata rewritten in place (same number of titles), change what the same
+    filters allow on the next request."""
+    from nextwatch.service.ranking import Ranker
+    from nextwatch.service.rules import Rules
+    from nextwatch.service.title_facets import Filters
+    from nextwatch.service.titles import CatalogCodes
+
+    now = [2_000_000_000.0]
+    store.catalog.register(["K1", "K2", "K3"])
+    store.catalog.save_info([
+        {"content_id": "K1", "maturity": 0, "available_until": now[0] + 100},
+        {"content_id": "K2", "maturity": 0},
+        {"content_id": "K3", "maturity": 18},
+    ])
+    titles = CatalogCodes(store, clock=lambda: now[0])
+    titles.refresh()
+    ranker = Ranker(titles)
+    kids = Filters(max_maturity=12)
+
+    def allowed_ids():
+        mask = ranker._allowed(Rules(), kids)
+        return {titles.ids[code] for code in np.flatnonzero(mask)} & {"K1", "K2", "K3"}
+
+    assert allowed_ids() == {"K1", "K2"}
+    assert allowed_ids() == {"K1", "K2"}  # the kept mask
+    now[0] += 200  # K1's window has closed
+    assert allowed_ids() == {"K2"}
+    store.catalog.save_info([{"content_id": "K2", "maturity": 16}])  # rewritten in place
+    titles.refresh()
+    assert allowed_ids() == set()

@@ -32,6 +32,7 @@ from .titles import CatalogCodes
 NEW_TITLE_SLOT = 2  # a new title, when one suits the user, is shown third
 NEW_TITLE_MIN_SIMILARITY = 0.5
 NEW_TITLE_HISTORY = 10  # recent titles a new title is compared with
+MAX_FILTER_MASKS = 64  # combinations of filters whose masks are kept (Ranker._filtered)
 CONFIG_TABLE, CONFIG_POPULAR, CONFIG_CURRENT = "table", "popular", "current"
 
 
@@ -77,6 +78,8 @@ class Ranker:
         # ((rules, their version, titles known), (blocked codes, boosts)): a blocklist or boosts of
         # thousands of ids are turned into codes once per rules version, not on every request.
         self._rule_cache: tuple[tuple, tuple] | None = None
+        # filters -> (the availability mask and facets it was made from, the mask): _filtered.
+        self._filter_masks: dict[Filters, tuple] = {}
 
     def rank(self, model: NextTitleModel | None, variant: Variant, rules: Rules, history: np.ndarray, k: int,
              filters: Filters | None = None, demoted: np.ndarray | None = None) -> Ranking:
@@ -125,12 +128,32 @@ class Ranker:
         titles = self.titles
         allowed = titles.available()
         if filters is not None and filters.any:
-            allowed = titles.facets.allowed(filters, allowed, titles.known_code)
+            allowed = self._filtered(filters, allowed)
         if rules.blocklist:
             blocked = self._rule_codes(rules)[0]
             allowed = allowed.copy()
             allowed[blocked[blocked < len(allowed)]] = False
         return allowed
+
+    def _filtered(self, filters: Filters, available: np.ndarray) -> np.ndarray:
+        """``available`` narrowed by ``filters``, kept per combination of filters while the
+        availability mask and the facets are the same objects: a window that opens or closes,
+        and every catalog refresh, make a new availability mask (titles.py). A kids' profile or
+        a region asks for the same filters request after request, and a filtered cache hit
+        would otherwise build a catalog-sized mask to check a few codes. Filters with
+        ``exclude`` are a user's own: made each time, not kept. Callers never write to it."""
+        titles = self.titles
+        facets = titles.facets
+        if filters.exclude:
+            return facets.allowed(filters, available, titles.known_code)
+        kept = self._filter_masks.get(filters)
+        if kept is not None and kept[0] is available and kept[1] is facets:
+            return kept[2]
+        mask = facets.allowed(filters, available, titles.known_code)
+        if len(self._filter_masks) >= MAX_FILTER_MASKS:
+            self._filter_masks.clear()  # rare: many distinct filters; starting over is simplest
+        self._filter_masks[filters] = (available, facets, mask)
+        return mask
 
     def _rule_codes(self, rules: Rules) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
         """The blocklist and the boosts as codes, kept while the rules and the known titles are
