@@ -8,7 +8,6 @@ Key names are unique; they name the key in ``nextwatch keys`` and its rate-limit
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib.resources
 import json
 
@@ -35,9 +34,8 @@ class ApiKeyStore:
         self.client = client
         self.keys = keys
         self._direct = direct
-        self._rate_source = importlib.resources.files(__package__).joinpath("rate_limit.lua").read_text()
-        self._rate_sha = hashlib.sha1(self._rate_source.encode()).hexdigest()
-        self._take_token = client.register_script(self._rate_source)
+        source = importlib.resources.files(__package__).joinpath("rate_limit.lua").read_text()
+        self._take_token = client.register_script(source)  # its sha and source serve ``direct`` too
 
     @translate_failures
     def records(self) -> list[ApiKeyRecord]:
@@ -94,7 +92,7 @@ class ApiKeyStore:
         the next token (one round trip, atomic across workers and replicas)."""
         keys, args = [self.keys.rate_limit(name)], [repr(rate), repr(burst)]
         if self._direct is not None:
-            taken, wait = self._direct.script(self._rate_sha, self._rate_source, keys, args)
+            taken, wait = self._direct.script(self._take_token.sha, self._take_token.script, keys, args)
         else:
             taken, wait = self._take_token(keys=keys, args=args)
         return 0.0 if taken else float(wait)
