@@ -5,7 +5,9 @@ As NumPy calls each cost 2-3 microseconds of dispatch whatever it computes, and 
 made 130-300 us of a watch's time (``bench/sequence_cost.py --steps``); compiled, the arithmetic is
 all that is left. The weights come prepared by ``attention.FoldedNetwork`` (folded, stacked per
 block, every matrix transposed so that each output is one dot product over contiguous memory:
-the loop shape LLVM turns into SIMD code).
+the loop shape LLVM turns into SIMD code). A block runs each step over all its rows before the
+next step, so that every product takes four rows at a time and loads each weight once for them:
+70-74 against 99-106 us for a 50-title history (four interleaved runs of one process each).
 
 Two functions of libm would run one value at a time in such loops (a call each): ``exp`` in the
 softmax and ``tanh`` in GELU, 4,500 calls for a 50-title history. ``exp_in_place`` computes
@@ -82,21 +84,77 @@ def _normalise(row, out):
 
 
 @numba.njit(cache=True, fastmath=FAST, nogil=True)
-def _add_product(vector, matrix_t, out):
-    """out += vector @ matrix, from the matrix transposed (outputs x inputs)."""
-    for j in range(matrix_t.shape[0]):
+def _rows_product(a, matrix_t, out, first, n, accumulate):
+    """out[i] = a[i] @ matrix (or += with ``accumulate``) for first <= i < n, from the matrix
+    transposed (outputs x inputs). Four rows at a time: each row of the matrix is loaded once
+    for four dot products (27% less time for a 50-title history than one row at a time)."""
+    outputs, inputs = matrix_t.shape
+    i = first
+    while i + 4 <= n:
+        for j in range(outputs):
+            t0, t1, t2, t3 = np.float32(0.0), np.float32(0.0), np.float32(0.0), np.float32(0.0)
+            for k in range(inputs):
+                weight = matrix_t[j, k]
+                t0 += a[i, k] * weight
+                t1 += a[i + 1, k] * weight
+                t2 += a[i + 2, k] * weight
+                t3 += a[i + 3, k] * weight
+            if accumulate:
+                out[i, j] += t0
+                out[i + 1, j] += t1
+                out[i + 2, j] += t2
+                out[i + 3, j] += t3
+            else:
+                out[i, j], out[i + 1, j], out[i + 2, j], out[i + 3, j] = t0, t1, t2, t3
+        i += 4
+    while i < n:
+        for j in range(outputs):
+            total = np.float32(0.0)
+            for k in range(inputs):
+                total += a[i, k] * matrix_t[j, k]
+            if accumulate:
+                out[i, j] += total
+            else:
+                out[i, j] = total
+        i += 1
+
+
+@numba.njit(cache=True, fastmath=FAST, nogil=True)
+def _attend(query, normal, keys, weights, bits, mixed):
+    """mixed = the softmax of ``query`` . normal[j] over the first ``keys`` rows, applied to
+    those rows."""
+    d = normal.shape[1]
+    for j in range(keys):
         total = np.float32(0.0)
-        for k in range(matrix_t.shape[1]):
-            total += vector[k] * matrix_t[j, k]
-        out[j] += total
+        for k in range(d):
+            total += query[k] * normal[j, k]
+        weights[j] = total
+    top = weights[0]
+    for j in range(1, keys):
+        top = max(top, weights[j])
+    for j in range(keys):
+        weights[j] -= top
+    exp_in_place(weights, keys, bits)
+    norm = np.float32(0.0)
+    for j in range(keys):
+        norm += weights[j]
+    mixed[:] = 0.0
+    for j in range(keys):
+        weight = weights[j]
+        for k in range(d):
+            mixed[k] += weight * normal[j, k]
+    for k in range(d):
+        mixed[k] /= norm
 
 
 @numba.njit(cache=True, fastmath=FAST, nogil=True)
 def _forward(x, scores_t, score_bias, values_t, value_bias, hidden_t, hidden_bias, out_t, out_bias,
-             final_w, final_b, result, normal, query, weights, mixed, row_normal, hidden, gelu, bits):
+             final_w, final_b, result, normal, query, weights, mixed, row_normal, hidden, bits):
     """The network's output at the last row of ``x`` (titles x d, changed in place) into
-    ``result``; the rest are scratch arrays. Blocks before the last compute every row (the next
-    block's keys); the last computes only the row that is scored."""
+    ``result``; the rest are scratch arrays (query, mixed, row_normal and hidden with a row per
+    title). Blocks before the last compute every row (the next block's keys); the last computes
+    only the row that is scored. Each step runs over all rows before the next, so that the
+    products go four rows at a time (``_rows_product``)."""
     n, d = x.shape
     blocks, heads = scores_t.shape[0], scores_t.shape[1]
     for b in range(blocks):
@@ -104,42 +162,27 @@ def _forward(x, scores_t, score_bias, values_t, value_bias, hidden_t, hidden_bia
         for i in range(n):
             _normalise(x[i], normal[i])
         for i in range(first, n):
-            row = x[i]
             for k in range(d):
-                row[k] += value_bias[b, k]
-            keys = i + 1  # causal: a title attends to itself and the ones before it
-            for h in range(heads):
-                query[:] = score_bias[b, h]
-                _add_product(normal[i], scores_t[b, h], query)
-                for j in range(keys):
-                    total = np.float32(0.0)
-                    for k in range(d):
-                        total += query[k] * normal[j, k]
-                    weights[j] = total
-                top = weights[0]
-                for j in range(1, keys):
-                    top = max(top, weights[j])
-                for j in range(keys):
-                    weights[j] -= top
-                exp_in_place(weights, keys, bits)
-                norm = np.float32(0.0)
-                for j in range(keys):
-                    norm += weights[j]
-                mixed[:] = 0.0
-                for j in range(keys):
-                    weight = weights[j]
-                    for k in range(d):
-                        mixed[k] += weight * normal[j, k]
+                x[i, k] += value_bias[b, k]
+        for h in range(heads):
+            _rows_product(normal, scores_t[b, h], query, first, n, False)
+            for i in range(first, n):
                 for k in range(d):
-                    mixed[k] /= norm
-                _add_product(mixed, values_t[b, h], row)
-            _normalise(row, row_normal)
-            hidden[:] = hidden_bias[b]
-            _add_product(row_normal, hidden_t[b], hidden)
-            _gelu_twice(hidden, gelu, bits)
-            _add_product(hidden, out_t[b], row)
+                    query[i, k] += score_bias[b, h, k]
+                _attend(query[i], normal, i + 1, weights, bits, mixed[i])  # causal: itself and before
+            _rows_product(mixed, values_t[b, h], x, first, n, True)
+        for i in range(first, n):
+            _normalise(x[i], row_normal[i])
+        _rows_product(row_normal, hidden_t[b], hidden, first, n, False)
+        for i in range(first, n):
+            row = hidden[i]
+            for k in range(row.shape[0]):
+                row[k] += hidden_bias[b, k]
+            _gelu_twice(row, weights, bits)
+        _rows_product(hidden, out_t[b], x, first, n, True)
+        for i in range(first, n):
             for k in range(d):
-                row[k] += out_bias[b, k]
+                x[i, k] += out_bias[b, k]
     _normalise(x[n - 1], result)
     for k in range(d):
         result[k] = result[k] * final_w[k] + final_b[k]
@@ -171,9 +214,9 @@ def last_states(codes, offsets, items, positions, input_scale, scores_t, score_b
     out = np.zeros((users, d), np.float32)
     x = np.empty((max_length, d), np.float32)
     normal = np.empty((max_length, d), np.float32)
-    query, mixed, row_normal = np.empty(d, np.float32), np.empty(d, np.float32), np.empty(d, np.float32)
-    weights = np.empty(max_length, np.float32)
-    hidden, gelu = np.empty(width, np.float32), np.empty(width, np.float32)
+    query, mixed = np.empty((max_length, d), np.float32), np.empty((max_length, d), np.float32)
+    row_normal, hidden = np.empty((max_length, d), np.float32), np.empty((max_length, width), np.float32)
+    weights = np.empty(max(max_length, width), np.float32)  # a row's softmax, then its GELU's exponents
     bits = np.empty(max(max_length, width), np.int32)
     for user in range(users):
         start, end = offsets[user], offsets[user + 1]
@@ -186,5 +229,5 @@ def last_states(codes, offsets, items, positions, input_scale, scores_t, score_b
             for k in range(d):
                 x[i, k] = item[k] * input_scale + position[k]
         _forward(x[:n], scores_t, score_bias, values_t, value_bias, hidden_t, hidden_bias, out_t, out_bias,
-                 final_w, final_b, out[user], normal[:n], query, weights, mixed, row_normal, hidden, gelu, bits)
+                 final_w, final_b, out[user], normal[:n], query, weights, mixed, row_normal, hidden, bits)
     return out
