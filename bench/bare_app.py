@@ -9,6 +9,13 @@ service, its metrics and its extra Redis work. ``--server gunicorn`` serves the 
 gunicorn's gthread workers as the project ran them before (4 threads, keep-alive 5 s), when
 gunicorn is installed (`pip install gunicorn`): what the change of server bought.
 
+It also answers ``POST /watched`` with a watch's own work written plainly (bench/serve.py's (w)):
+read the body, the store's watch script (history appended, event logged), the current model's top
+10 for the new history and the store's script that caches them, through the client's own
+commands (its pool, ``register_script``); no Flask, rules, experiments, metrics or checks beyond
+``json.loads``. It measures what that work costs without the service's code, and without the
+service's shortcuts (``store/direct_commands.py``) either.
+
     python bench/bare_app.py --port 5100 --workers 4 [--server granian|gunicorn]
     (NEXTWATCH_REDIS_URL names Redis)
 """
@@ -16,8 +23,10 @@ gunicorn is installed (`pip install gunicorn`): what the change of server bought
 from __future__ import annotations
 
 import argparse
+import importlib.resources
 import json
 import os
+import struct
 import sys
 
 from nextwatch.server import granian_server, prepare_multiprocess_metrics
@@ -31,14 +40,66 @@ def make_app(settings: Settings):
     from nextwatch.store.connection import connect
 
     client = connect(settings)
+    watch = WatchFloor(client, settings)
 
     def app(environ, start_response):
+        if environ["REQUEST_METHOD"] == "POST":
+            body = watch(environ)
+            start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+            return [body]
         value = client.get(SMALL_KEY)
         body = json.dumps({"recommendation": value.decode() if value else None, "cache_hit": True}).encode()
         start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
         return [body]
 
     return app
+
+
+class WatchFloor:
+    """``POST /watched`` with nothing but a watch's own work (module docstring): two scripts of the
+    store and the model's top 10. The model and the title ids are loaded once, at the worker's
+    start."""
+
+    def __init__(self, client, settings: Settings):
+        from nextwatch.keys import Keys
+        from nextwatch.store.catalog import CatalogStore
+        from nextwatch.store.models import ModelStore
+
+        self.settings = settings
+        self.keys = Keys(settings.key_prefix, settings.shards)
+        models = ModelStore(client, self.keys)
+        self.version = models.current_version()
+        self.model = models.load(self.version) if self.version else None
+        self.title_ids = CatalogStore(client, self.keys).all_ids()
+        self.codes = {title: code for code, title in enumerate(self.title_ids)}
+        self.record = client.register_script(_store_script("watch.lua"))
+        self.cache = client.register_script(_store_script("cache_prediction.lua"))
+
+    def __call__(self, environ) -> bytes:
+        import time
+
+        from nextwatch.store.user_state import CachedPrediction, decode_codes
+
+        body = json.loads(environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0)))
+        user, title = body["user_id"], body["content_id"]
+        settings, keys = self.settings, self.keys
+        user_key = keys.user(user)
+        reply = self.record(
+            keys=[user_key, keys.user_event_log(user), keys.event_id(user, "-")],
+            args=[struct.pack("<I", self.codes[title]), settings.history_length, user, title, repr(time.time()), "",
+                  settings.event_id_ttl_seconds, max(1, settings.event_log_max_length // keys.shards), self.version,
+                  "0", settings.impression_window_seconds])
+        history = decode_codes(reply[1])
+        top = self.model.recommend(history, settings.cache_top_k)
+        self.cache(keys=[user_key], args=[reply[1], CachedPrediction.encode(self.version, history, top), "1"])
+        return json.dumps({"user_id": user, "watched": title,
+                           "predicted_next": self.title_ids[top[0]] if top else None}).encode()
+
+
+def _store_script(name: str) -> str:
+    """A script of the store as it runs there: the user-state codec put before it."""
+    folder = importlib.resources.files("nextwatch.store")
+    return folder.joinpath("user_state.lua").read_text() + "\n" + folder.joinpath(name).read_text()
 
 
 def build():

@@ -15,6 +15,11 @@ default, 4):
   (g) with --gunicorn: the same bare app on gunicorn gthread (the server before granian);
   (b) GET /recommend/<user>: cache hits, a random user of the read pool per request;
   (c) POST /watched: a random user of the write pool, a random title per request;
+  (w) the same requests to the bare app's POST /watched (bare_app.py): a watch's own work (the
+      store's two scripts and the model's top 10) written plainly with redis-py's client, with
+      no Flask, rules, metrics or checks, on the production server. It tells how much of (c)'s
+      distance from its target is the work itself: (w)/(a) is where a plain implementation of
+      that work stands against (a); (c)/(w) above 1 means the service costs less than it;
   (f) GET /recommend/<user>?k=3&max_maturity=18: cache hits with a filter that the cached
       top-10 satisfies (most titles pass), served from the cached list (issue target: at most
       1.2x the cost of (b), read as (b)/(f) throughput <= 1.2);
@@ -70,6 +75,7 @@ NAMES = {
     "b": "(b) GET /recommend hit",
     "f": "(f) GET hit, filtered",
     "c": "(c) POST /watched",
+    "w": "(w) bare watch, plain",
     "b*": "(b*) same, --variant",
     "c*": "(c*) same, --variant",
 }
@@ -105,7 +111,7 @@ def seed(settings: Settings, args) -> None:
 def measure(key: str, processes: Processes, urls: dict, args, duration: float, round_number: int):
     """One wrk run; the result and a note: CPU microseconds per request spent by the server's
     processes, by redis-server and by wrk, and for the API what its counters saw."""
-    servers = {"a": "bare", "m": "bare", "g": "gunicorn", "b": "api", "c": "api", "l": "api", "f": "api"}
+    servers = {"a": "bare", "m": "bare", "w": "bare", "g": "gunicorn", "b": "api", "c": "api", "l": "api", "f": "api"}
     server = servers.get(key, "variant")
     cpu_before = (group_cpu_seconds(processes.groups[server]), process_cpu_seconds(processes.redis.process.pid),
                   resource.getrusage(resource.RUSAGE_CHILDREN))
@@ -132,6 +138,9 @@ def _measure(key: str, urls: dict, args, duration: float, round_number: int):
     if key == "m":
         result = run_wrk(urls["bare"] + "/", None, duration, 1, threads=1)
         return result, f"mean {result.mean_ms:.3f} ms"
+    if key == "w":
+        return run_wrk(urls["bare"] + "/", "watched.lua", duration, args.connections,
+                       script_args=(args.users, "w", args.titles, round_number, 0)), ""
     url = urls["variant" if key.endswith("*") else "api"]
     before = counters(url)
     if key.startswith("b") or key == "f":
@@ -216,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
                              "PYTHONPATH) and measure it interleaved with the others as (b*) and (c*)")
     args = parser.parse_args(argv)
     keys = ["a", "b", "b*", "c", "c*"] if args.variant else ["a", "b", "c"]
-    keys.append("f")
+    keys += ["w", "f"]
     keys += ["l", "m"] + (["g"] if args.gunicorn else [])
 
     print(f"nextwatch serving benchmark: code from {nextwatch.__file__.rsplit('/', 1)[0]}; {machine_note()}")
@@ -283,6 +292,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  {'(m) mean, 1 client':<20} {statistics.median(r.mean_ms for r in floor):5.3f} ms   the bare app from one "
           f"connection, the floor of (l) here (p99 {statistics.median(r.p99_ms for r in floor):.3f} ms); (l)/(m) "
           f"mean {statistics.median(r['l'].mean_ms / r['m'].mean_ms for r in rounds):.2f}")
+    for label, n, d, meaning in (("(w)/(a) throughput", "w", "a", "a watch's own work, written plainly, against (a)"),
+                                 ("(c)/(w) throughput", "c", "w", "the API's watch against that plain one")):
+        value = statistics.median(ratio(r, n, d, "rps") for r in rounds)
+        print(f"  {label:<20} {value:5.2f}   {meaning}")
     if args.gunicorn:
         value = statistics.median(ratio(r, "a", "g", "rps") for r in rounds)
         print(f"  {'(a)/(g) throughput':<20} {value:5.2f}   the bare app on granian against gunicorn gthread")
@@ -292,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
         if what == "rps":
             value = statistics.median(cpu_ratio(r, n, d) for r in rounds)
             print(f"  {label:<20} {value:5.2f}")
+    for label, n, d in (("(w)/(a) throughput", "w", "a"), ("(c)/(w) throughput", "c", "w")):
+        print(f"  {label:<20} {statistics.median(cpu_ratio(r, n, d) for r in rounds):5.2f}")
     return 0
 
 
