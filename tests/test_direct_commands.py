@@ -1,6 +1,8 @@
 """The request path's own connections (store/direct_commands.py), on a real redis-server: one per
 thread, a new one in a forked child, one that Redis closed while it was idle replaced before
-the next command, a script that Redis forgot loaded again, all closed by close()."""
+the next command, a script that Redis forgot loaded again, all closed by close(). And the Store's
+choice of the way (store/commands.py) on both topologies: its own connections on one Redis, the
+cluster client's routing on a cluster, each loading again the scripts that Redis forgot."""
 
 import hashlib
 import os
@@ -9,6 +11,8 @@ import time
 
 import redis
 
+from conftest import ON_BOTH_TOPOLOGIES
+from nextwatch.store.commands import ClientCommands
 from nextwatch.store.direct_commands import DirectCommands
 
 
@@ -109,3 +113,19 @@ def test_close_disconnects_the_connection_of_every_thread_still_running(redis_se
     assert not set(ids) & open_ids(redis_server.url)
     release.set()
     thread.join()
+
+
+@ON_BOTH_TOPOLOGIES
+def test_the_stores_commands_take_the_topologys_way_and_load_forgotten_scripts(store, topology):
+    expected = ClientCommands if topology == "cluster" else DirectCommands
+    assert type(store.commands) is expected
+    assert store.users._commands is store.commands and store.api_keys._commands is store.commands
+    store.client.script_flush()  # a restarted Redis (every primary of a cluster) knows no script
+    first = store.users.record_watch("flushed", "C1", 1, time.time(), None)
+    assert first.history.tolist() == [1]
+    store.client.script_flush()
+    assert store.api_keys.take_token("flushed-key", rate=1.0, burst=2.0) == 0.0
+    store.client.script_flush()
+    shown = store.users.record_impressions("flushed", ["C2"], [2], time.time(), None)
+    assert shown.duplicate is False
+    assert store.users.read("flushed").history.tolist() == [1]

@@ -13,7 +13,7 @@ from ..settings import Settings, SettingsError
 from .api_keys import ApiKeyRecord, ApiKeyStore
 from .catalog import CatalogStore
 from .connection import REDIS_ERRORS, connect, is_cluster, translate_failures
-from .direct_commands import DirectCommands
+from .commands import Commands, commands_for
 from .events import EventLog
 from .experiments import ExperimentStore
 from .models import ModelStore
@@ -35,7 +35,7 @@ class Store:
     api_keys: ApiKeyStore
     experiments: ExperimentStore
     rules: RuleStore
-    direct: DirectCommands | None = None  # one connection per thread for the request path (one Redis)
+    commands: Commands  # the request path's commands (commands.py): their own connections on one Redis
 
     @classmethod
     def from_settings(cls, settings: Settings, client=None, check_layout: bool = True) -> "Store":
@@ -44,20 +44,19 @@ class Store:
         client = client or connect(settings)
         keys = Keys(settings.key_prefix, settings.shards)
         # The request path's commands (a user's state, a key's rate limit) skip redis-py's
-        # per-command layers on one Redis (direct_commands.py); a cluster keeps its client's
-        # routing and retries.
-        direct = None if is_cluster(client) else DirectCommands(client)
+        # per-command layers on one Redis; a cluster keeps its client's routing and retries.
+        commands = commands_for(client)
         store = cls(
             client=client,
             keys=keys,
-            users=UserStore(client, keys, settings, direct),
+            users=UserStore(client, keys, settings, commands),
             catalog=CatalogStore(client, keys),
             models=ModelStore(client, keys, settings.models_kept),
             events=EventLog(client, keys),
-            api_keys=ApiKeyStore(client, keys, direct),
+            api_keys=ApiKeyStore(client, keys, commands),
             experiments=ExperimentStore(client, keys),
             rules=RuleStore(client, keys),
-            direct=direct,
+            commands=commands,
         )
         if check_layout:
             try:
@@ -113,8 +112,7 @@ class Store:
             return False
 
     def close(self) -> None:
-        if self.direct is not None:
-            self.direct.close()
+        self.commands.close()
         self.client.close()
 
 

@@ -8,15 +8,14 @@ Key names are unique; they name the key in ``nextwatch keys`` and its rate-limit
 from __future__ import annotations
 
 import dataclasses
-import importlib.resources
 import json
 
 import redis
 
 from ..errors import Conflict
 from ..keys import Keys
+from .commands import Commands, StoreScript
 from .connection import translate_failures
-from .direct_commands import DirectCommands
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,14 +27,12 @@ class ApiKeyRecord:
 
 
 class ApiKeyStore:
-    def __init__(self, client: redis.Redis, keys: Keys, direct: DirectCommands | None = None):
-        """``direct``: where a request's rate-limit script goes on one Redis (None: through
-        ``client``)."""
+    def __init__(self, client: redis.Redis, keys: Keys, commands: Commands):
+        """``commands``: the way of a request's rate-limit script (``commands.py``)."""
         self.client = client
         self.keys = keys
-        self._direct = direct
-        source = importlib.resources.files(__package__).joinpath("rate_limit.lua").read_text()
-        self._take_token = client.register_script(source)  # its sha and source serve ``direct`` too
+        self._commands = commands
+        self._take_token = StoreScript.of("rate_limit.lua")
 
     @translate_failures
     def records(self) -> list[ApiKeyRecord]:
@@ -91,8 +88,5 @@ class ApiKeyStore:
         """Take one request from the key's token bucket: 0.0 if allowed, else the seconds until
         the next token (one round trip, atomic across workers and replicas)."""
         keys, args = [self.keys.rate_limit(name)], [repr(rate), repr(burst)]
-        if self._direct is not None:
-            taken, wait = self._direct.script(self._take_token.sha, self._take_token.script, keys, args)
-        else:
-            taken, wait = self._take_token(keys=keys, args=args)
+        taken, wait = self._commands.script(self._take_token.sha, self._take_token.source, keys, args)
         return 0.0 if taken else float(wait)

@@ -18,7 +18,7 @@ commands whose raw reply is what the caller reads go this way (GET, EVALSHA). Er
 raise ``ResponseError`` subclasses, as through the client.
 
 Only for a single Redis: on a Redis Cluster the cluster client keeps its routing, its retries
-and its slot-map refreshes (``users.py``).
+and its slot-map refreshes (``commands.py`` chooses).
 """
 
 from __future__ import annotations

@@ -7,8 +7,6 @@ never Redis bytes.
 
 from __future__ import annotations
 
-import hashlib
-import importlib.resources
 import json
 
 import numpy as np
@@ -17,43 +15,33 @@ import redis
 from ..errors import ReplicasBehind, StoreUnavailable
 from ..keys import Keys
 from ..settings import Settings
+from .commands import Commands, StoreScript
 from .connection import is_cluster, translate_failures
-from .direct_commands import DirectCommands
 from .user_state import (CODE, MAX_IMPRESSIONS, CachedPrediction, PendingWatch, RecordedImpressions, RecordedWatch,
                          RepeatedEvent, UserState, decode_codes, decode_state, encode_codes)
 
 REDIRECTS_FOLLOWED = 4  # MOVED/ASK answers followed by a durable watch before it answers 503
 
 
-def _script(name: str) -> tuple[str, str]:
-    """A Lua script's source, the user-state codec (user_state.lua) put before it, and its
-    SHA-1, for EVALSHA in a pipeline."""
-    folder = importlib.resources.files(__package__)
-    source = folder.joinpath("user_state.lua").read_text() + "\n" + folder.joinpath(name).read_text()
-    return source, hashlib.sha1(source.encode()).hexdigest()
-
-
 class UserStore:
-    def __init__(self, client, keys: Keys, settings: Settings, direct: DirectCommands | None = None):
-        """``direct``: where the request path's commands go on one Redis (None: through
-        ``client``)."""
+    def __init__(self, client, keys: Keys, settings: Settings, commands: Commands):
+        """``commands``: the way of the request path's commands (``commands.py``)."""
         self.client = client
         self.keys = keys
         self.settings = settings
-        self._watch_source, self._watch_sha = _script("watch.lua")
-        self._watch_script = client.register_script(self._watch_source)
-        self._cache_source, self._cache_sha = _script("cache_prediction.lua")
-        self._impressions_source, self._impressions_sha = _script("impressions.lua")
-        self._impressions_script = client.register_script(self._impressions_source)
-        self._sources = {self._watch_sha: self._watch_source, self._cache_sha: self._cache_source}
+        # Each script with the user-state codec (user_state.lua) before it.
+        self._watch = StoreScript.of("user_state.lua", "watch.lua")
+        self._cache = StoreScript.of("user_state.lua", "cache_prediction.lua")
+        self._impressions = StoreScript.of("user_state.lua", "impressions.lua")
+        self._sources = {script.sha: script.source for script in (self._watch, self._cache)}
         self._cluster = is_cluster(client)
-        self._direct = direct
+        self._commands = commands
 
     @translate_failures
     def read(self, user_id: str) -> UserState:
         """One GET: the history and the cached prediction."""
         key = self.keys.user(user_id)
-        raw = self._direct.execute("GET", key) if self._direct is not None else self.client.get(key)
+        raw = self._commands.execute("GET", key)
         history, impressions, cached = decode_state(raw)
         return UserState(cached, history, impressions)
 
@@ -87,10 +75,8 @@ class UserStore:
         ]
         if durable:
             reply = self._record_and_wait(keys, args)
-        elif self._direct is not None:
-            reply = self._direct.script(self._watch_sha, self._watch_source, keys, args)
         else:
-            reply = self._watch_script(keys=keys, args=args)
+            reply = self._commands.script(self._watch.sha, self._watch.source, keys, args)
         if reply[0] == b"duplicate":
             return _repeated(reply[1])
         _, history, previous, stream_id, shown_lately = reply
@@ -109,7 +95,7 @@ class UserStore:
         args = [encode_codes(codes), repr(timestamp), settings.impression_cap, settings.impression_demotion_seconds,
                 MAX_IMPRESSIONS, user_id, event_id or "", settings.event_id_ttl_seconds,
                 max(1, settings.event_log_max_length // self.keys.shards), *content_ids]
-        reply = self._impressions_script(keys=keys, args=args)
+        reply = self._commands.script(self._impressions.sha, self._impressions.source, keys, args)
         answer = json.loads(reply[1])
         if not isinstance(answer.get("demoted"), list):  # Lua's JSON writes an empty list as {}
             answer["demoted"] = []
@@ -120,7 +106,7 @@ class UserStore:
         script's writes) of the node holding the user's slot."""
         replicas = self.settings.write_replicas
         timeout_ms = max(1, int(self.settings.write_replicas_timeout_seconds * 1000))
-        reply, confirmed = self._on_users_node(keys[0], [("EVALSHA", self._watch_sha, len(keys), *keys, *args),
+        reply, confirmed = self._on_users_node(keys[0], [("EVALSHA", self._watch.sha, len(keys), *keys, *args),
                                                          ("WAIT", replicas, timeout_ms)])
         if int(confirmed) < replicas:
             raise ReplicasBehind(f"the watch is recorded but only {int(confirmed)} of {replicas} replicas "
@@ -137,7 +123,8 @@ class UserStore:
         that Redis forgot, then runs that script again and any WAIT (the other commands ran)."""
         target, asking = self._node_client(key), False
         for _attempt in range(REDIRECTS_FOLLOWED):
-            replies = _pipelined(target, commands, asking, self._direct if target is self.client else None)
+            # One Redis: its commands' own way. A cluster node's client: that node's connection.
+            replies = _pipelined(target, commands, asking, self._commands if target is self.client else None)
             first = replies[0]
             if isinstance(first, redis.exceptions.NoScriptError):
                 target.script_load(self._sources[commands[0][1]])
@@ -185,7 +172,7 @@ class UserStore:
         history = np.asarray(history, dtype=CODE)
         args = [history.tobytes(), CachedPrediction.encode(model_version, history, codes), "1" if after_watch else "0"]
         key = self.keys.user(user_id)
-        commands = [("EVALSHA", self._cache_sha, 1, key, *args)]
+        commands = [("EVALSHA", self._cache.sha, 1, key, *args)]
         if answer is not None:
             event_id, body = answer
             commands.append(("SET", self.keys.event_id(user_id, event_id), _answer_bytes(body),
@@ -204,16 +191,16 @@ class UserStore:
                         ex=self.settings.event_id_ttl_seconds)
 
 
-def _pipelined(target, commands: list[tuple], asking: bool, direct: DirectCommands | None = None) -> list:
+def _pipelined(target, commands: list[tuple], asking: bool, own: Commands | None = None) -> list:
     """The replies of ``commands`` sent in one round trip; ``asking``: each after an ASKING (it
     holds for the next command only), for a slot that is moving to ``target``. One command (a
     watch's prediction, the usual case) goes without a pipeline, which costs redis-py about as
-    much again as the command, and on ``direct`` when given (``target``'s own, raw replies);
-    its error comes back as a reply, as a pipeline's would."""
+    much again as the command, and through ``own`` when given (``target``'s request-path
+    commands); its error comes back as a reply, as a pipeline's would."""
     if len(commands) == 1 and not asking:
         try:
-            if direct is not None:
-                return [direct.execute(*commands[0])]
+            if own is not None:
+                return [own.execute(*commands[0])]
             return [target.execute_command(*commands[0])]
         except redis.exceptions.ResponseError as error:
             return [error]
