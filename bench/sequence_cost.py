@@ -26,7 +26,7 @@ import timeit
 import numpy as np
 
 from nextwatch.model import NextTitleModel, PositionWeights
-from nextwatch.model import blend_kernels
+from nextwatch.model import kernels
 from nextwatch.model.sequence import SequenceModel
 from scorer_before import BEFORE, model_class
 
@@ -59,19 +59,19 @@ def interleaved_us(calls: dict, rounds: int, number: int, clock: str) -> dict[st
 
 
 def step_calls(model: NextTitleModel, history: np.ndarray) -> dict:
-    """Each step of this tree's blended scorer (``model/blend_kernels.py``) on its own, on ``history``."""
+    """Each step of this tree's blended scorer (``model/kernels.py``) on its own, on ``history``."""
     blend, sequence = model._blend, model.sequence
     watched = np.unique(history[(history >= 0) & (history < model.title_count)])
     state = sequence.state(history)
     table = model.position_weights, model.neighbour_offsets, model.neighbour_codes, model.neighbour_scores
     learned, reached, at_reached, _, _ = blend._parts(history)
     return {
-        "table: neighbour sums, reached titles": lambda: blend_kernels.table_sparse(
+        "table: neighbour sums, reached titles": lambda: kernels.table_sparse(
             history, *table, blend.popular_part, blend.table_centre, watched),
         "network (one history)": lambda: sequence.state(history),
-        "catalog: items @ (c * state)": lambda: blend_kernels._catalog_product(sequence.items, state),
-        "top 10 of learned + table": lambda: blend_kernels.top_blended(learned, blend.popular_centred, reached,
-                                                                       at_reached, watched, 10),
+        "catalog: items @ (c * state)": lambda: kernels._catalog_product(sequence.items, state),
+        "top 10 of learned + table": lambda: kernels.top_blended(learned, blend.popular_centred, reached,
+                                                                 at_reached, watched, 10),
         WHOLE + " but the top 10 (one call)": lambda: blend._parts(history),
     }
 

@@ -12,20 +12,27 @@ not prepared."""
 
 from __future__ import annotations
 
+import importlib
 import json
+import pkgutil
 import subprocess
 import sys
+import types
+
+from numba.core.dispatcher import Dispatcher
+
+import nextwatch.model
 
 SERVE_AFTER_WARM_UP = r"""
 import json, sys
 import numpy as np
-from nextwatch.model import blend_kernels, network_kernels
+from nextwatch.model import kernels
 from nextwatch.model.compiled import compile_kernels
 
 
 def kernel_types():
     return {f"{module.__name__}.{name}": {str(types) for types in kernel.signatures}
-            for module in (network_kernels, blend_kernels) for name, kernel in vars(module).items()
+            for module in (kernels,) for name, kernel in vars(module).items()
             if hasattr(kernel, "signatures")}
 
 
@@ -78,3 +85,46 @@ def test_the_warm_up_prepares_every_kernel_the_api_calls(settings, redis_client)
     # The blend ranked (source "model"): the kernels were called, so the check below means something.
     assert report["sources"].count("model") >= 4, report
     assert report["compiled_late"] == {}, report
+
+
+def calls_into_other_files(module) -> list[str]:
+    """``kernel -> callee`` for each compiled kernel of ``module`` that names a compiled kernel
+    defined in another module (directly, or as an attribute of a module it imported)."""
+    found = set()
+    for name, kernel in vars(module).items():
+        if not isinstance(kernel, Dispatcher) or kernel.py_func.__module__ != module.__name__:
+            continue
+        names = kernel.py_func.__code__.co_names
+        for used in names:
+            value = kernel.py_func.__globals__.get(used)
+            candidates = [value]
+            if isinstance(value, types.ModuleType):
+                candidates = [getattr(value, attribute, None) for attribute in names]
+            for callee in candidates:
+                if isinstance(callee, Dispatcher) and callee.py_func.__module__ != module.__name__:
+                    found.add(f"{module.__name__}.{name} -> {callee.py_func.__module__}.{callee.__name__}")
+    return sorted(found)
+
+
+def test_every_kernel_calls_only_kernels_of_its_own_file():
+    """numba's cache checks the file of the function it compiled and no other (model/kernels.py's
+    docstring): a kernel calling a kernel of another file would keep running that kernel's old
+    machine code after its file changed."""
+    modules = [importlib.import_module(f"nextwatch.model.{info.name}")
+               for info in pkgutil.iter_modules(nextwatch.model.__path__)]
+    kernel_count = sum(isinstance(value, Dispatcher) for module in modules for value in vars(module).values())
+    assert kernel_count >= 10  # the check below looked at the kernels
+    assert [call for module in modules for call in calls_into_other_files(module)] == []
+
+
+def test_the_file_check_sees_a_call_into_another_file(tmp_path, monkeypatch):
+    """The check above, on a module written to call a kernel of model/kernels.py."""
+    (tmp_path / "caller_elsewhere.py").write_text(
+        "import numba\nfrom nextwatch.model import kernels\nfrom nextwatch.model.kernels import _spread as spread\n\n"
+        "@numba.njit\ndef direct(x):\n    return spread(x, x, 1.0)\n\n"
+        "@numba.njit\ndef through_module(x):\n    return kernels._spread(x, x, 1.0)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("caller_elsewhere")
+    assert calls_into_other_files(module) == [
+        "caller_elsewhere.direct -> nextwatch.model.kernels._spread",
+        "caller_elsewhere.through_module -> nextwatch.model.kernels._spread"]

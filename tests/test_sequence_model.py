@@ -426,7 +426,7 @@ def test_top_codes_is_a_sort_by_score_then_code():
 
 
 def test_the_compiled_top_k_sorts_by_score_then_code_and_leaves_out_watched_titles():
-    from nextwatch.model.blend_kernels import top_blended
+    from nextwatch.model.kernels import top_blended
 
     rng = np.random.default_rng(5)
     for size in (1, 3, 50, 5000):

@@ -1,5 +1,5 @@
 """The sequence network's weights, rearranged once at load so that a request does little work;
-``network_kernels.py`` runs the network on them.
+``kernels.py`` runs the network on them.
 
 Each rearrangement is exact in real arithmetic (float32 rounding differs in the last bits;
 tests/test_sequence_model.py holds the scores to the PyTorch network's):
@@ -25,14 +25,14 @@ import math
 
 import numpy as np
 
-from . import network_kernels
+from . import kernels
 
 BLOCK_ARRAYS = ("ln1_w", "ln1_b", "wq", "bq", "wk", "bk", "wv", "bv", "wo", "bo",
                 "ln2_w", "ln2_b", "w1", "b1", "w2", "b2")
 
 
 class FoldedNetwork:
-    """A network's blocks rearranged (module docstring), with what ``network_kernels.last_states``
+    """A network's blocks rearranged (module docstring), with what ``kernels.last_states``
     reads: ``scores_t`` (blocks, heads, d, d: M per head, transposed), ``score_bias`` (u),
     ``values_t`` (Wv Wo per head, transposed), ``value_bias``, ``hidden_t``/``hidden_bias``
     (W1 after the second layer norm), ``out_t``/``out_bias`` (W2 / 2); all float32."""
@@ -57,7 +57,7 @@ class FoldedNetwork:
         self.final_b = np.ascontiguousarray(final_b, dtype=np.float32)
 
     def arrays(self) -> tuple:
-        """The arrays in the order ``network_kernels.last_states`` takes them after its inputs."""
+        """The arrays in the order ``kernels.last_states`` takes them after its inputs."""
         return (self.scores_t, self.score_bias, self.values_t, self.value_bias, self.hidden_t, self.hidden_bias,
                 self.out_t, self.out_bias, self.final_w, self.final_b)
 
@@ -66,7 +66,7 @@ class FoldedNetwork:
         """(histories, d): the output at each history's last title; history h is
         ``codes[offsets[h]:offsets[h + 1]]`` (int64 codes inside the catalog, oldest first, at
         most ``len(positions)``)."""
-        return network_kernels.last_states(codes, offsets, items, positions, np.float32(input_scale), *self.arrays())
+        return kernels.last_states(codes, offsets, items, positions, np.float32(input_scale), *self.arrays())
 
 
 def _fold(w: dict[str, np.ndarray], heads: int) -> dict[str, np.ndarray]:

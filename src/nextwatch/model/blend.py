@@ -18,14 +18,14 @@ the two spreads are needed, and neither needs a pass over the catalog:
 
 Moments are taken about a reference point (the catalog's mean) so that no variance is a small
 difference of large sums. A spread of 1e-12 or less counts as 1, as in ``standardised``.
-``blend_kernels.py`` computes all of it for one history in one compiled call.
+``kernels.py`` computes all of it for one history in one compiled call.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from . import blend_kernels
+from . import kernels
 from .sequence import SequenceModel
 
 SAMPLE_PER_RESULT = 32  # titles sampled per wanted result to bound the k-th best score from below
@@ -54,7 +54,7 @@ class BlendedScorer:
         """``scores``, and the spread that turns a difference of them into standard deviations
         of the blend (z units): boosts (``adjustments.py``) are added in those units."""
         learned, reached, at_reached, _watched, table_spread = self._parts(history)
-        return blend_kernels.blended_scores(learned, self.popular_centred, reached, at_reached), table_spread
+        return kernels.blended_scores(learned, self.popular_centred, reached, at_reached), table_spread
 
     def top(self, history: np.ndarray, k: int) -> list[int]:
         """The ``k`` best titles outside ``history`` by ``scores``; equal scores to the lower code."""
@@ -62,13 +62,13 @@ class BlendedScorer:
         k = min(k, self.title_count - len(watched))
         if k <= 0:
             return []
-        return blend_kernels.top_blended(learned, self.popular_centred, reached, at_reached, watched, k).tolist()
+        return kernels.top_blended(learned, self.popular_centred, reached, at_reached, watched, k).tolist()
 
     def _parts(self, history: np.ndarray):
         """(c·S over the catalog, the titles the table reaches, its scores there, the watched
-        titles, the table's spread): ``blend_kernels.blend_parts``, one compiled call."""
+        titles, the table's spread): ``kernels.blend_parts``, one compiled call."""
         table = self.table
-        return blend_kernels.blend_parts(
+        return kernels.blend_parts(
             np.asarray(history, dtype=np.int64), self.weight, table.position_weights, table.neighbour_offsets,
             table.neighbour_codes, table.neighbour_scores, self.popular_part, self.popular_centred, self.table_centre,
             self.table_sum, self.table_squares, *self.sequence.kernel_inputs)

@@ -1,5 +1,4 @@
-"""Compile the model's numba kernels (``network_kernels.py``, ``blend_kernels.py``) ahead of the
-first request.
+"""Compile the model's numba kernels (``kernels.py``) ahead of the first request.
 
 numba compiles a kernel at its first call and keeps the machine code in ``__pycache__`` beside
 the module (``cache=True``). Compiling them all takes about 10-30 s on a small machine; loading

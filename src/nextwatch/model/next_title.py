@@ -31,7 +31,7 @@ import numpy as np
 
 from .adjustments import Adjustments, ranked
 from .blend import BlendedScorer, distinct
-from .blend_kernels import FLAT
+from .kernels import FLAT
 from .sequence import SequenceModel
 
 SEQUENCE_PREFIX = "sequence."  # payload arrays of the sequence model

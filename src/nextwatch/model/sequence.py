@@ -11,7 +11,7 @@ PyTorch. The network:
     out  = LN(x_last);   score(t) = out . E[t]    (the input embeddings, shared)
 
 Positions count back from the most recent title, so a history scores the same whatever its
-length. ``attention.py`` rearranges the weights at load and ``network_kernels.py`` runs the network as
+length. ``attention.py`` rearranges the weights at load and ``kernels.py`` runs the network as
 compiled loops, for one history (a request) or a batch (evaluation) alike.
 """
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from .attention import BLOCK_ARRAYS, FoldedNetwork
-from .blend_kernels import score_moments
+from .kernels import score_moments
 
 __all__ = ["BLOCK_ARRAYS", "SequenceModel"]
 
@@ -49,7 +49,7 @@ class SequenceModel:
         self._item_mean = items.mean(axis=0)  # the mean of all titles' scores is out . item_mean
         items -= self._item_mean
         self._item_scatter = items.T @ items  # their squared deviations from it add up to out' C out
-        # What the compiled blend (``blend_kernels.blend_parts``) reads, in its argument order.
+        # What the compiled blend (``kernels.blend_parts``) reads, in its argument order.
         self.kernel_inputs = (self.items, self._item_mean, self._item_scatter, self.positions, self._input_scale,
                               self._folded.arrays())
 
@@ -101,7 +101,7 @@ class SequenceModel:
     def score_moments(self, state: np.ndarray, excluded: np.ndarray) -> tuple[float, float]:
         """Sum and sum of squares, about the mean score of all titles, of the scores
         ``items @ state`` of every title but the ``excluded`` codes (distinct, known), without
-        scoring the catalog (``blend_kernels.score_moments``, which the blend computes with)."""
+        scoring the catalog (``kernels.score_moments``, which the blend computes with)."""
         total, squares = score_moments(state.astype(np.float32), self.items, self._item_mean, self._item_scatter,
                                        np.asarray(excluded, dtype=np.int64))
         return total, max(squares, 0.0)
