@@ -1,7 +1,7 @@
 """How close the API comes to the floor that its server and Redis set, measured side by side.
 
     .venv/bin/python bench/serve.py [--duration 10] [--connections 16] [--workers N] [--rounds 2]
-                                    [--no-sequence] [--gunicorn]
+                                    [--no-sequence] [--gunicorn] [--mixed] [--variant SRC]
 
 Starts a private redis-server, publishes a synthetic model (5,000 titles x 50 neighbours, and
 by default a sequence network of the shipped shape, 64-dim, 2 blocks, 50 positions, blended
@@ -25,6 +25,8 @@ default, 4):
       1.2x the cost of (b), read as (b)/(f) throughput <= 1.2);
   (l) GET /recommend cache hits from ONE connection (wrk -t1 -c1): the latency a single client
       sees, mean and p99;
+  (x) with --mixed: (b) and (c) at once on the API, half the connections each: what reads see
+      while watches are computed beside them (their p99), and the watches' rate;
   (m) the bare app (a) from ONE connection: the floor of (l) on this machine, so that the
       absolute target of (l) can be read against what one GET through the same server costs.
 
@@ -37,12 +39,13 @@ more (try ``--variant src``, an A/A run): use more, shorter rounds (``--rounds 6
 to compare changes.
 
 ``--variant DIR`` serves a second copy of the API from another source tree (a changed copy of
-src/) next to the first, measured in the same rounds as (b*) and (c*).
+src/) next to the first, measured in the same rounds as (b*) and (c*) (and (x*) with --mixed).
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import resource
 import statistics
 import sys
@@ -78,6 +81,8 @@ NAMES = {
     "w": "(w) bare watch, plain",
     "b*": "(b*) same, --variant",
     "c*": "(c*) same, --variant",
+    "x": "(x) mixed: GET hits",
+    "x*": "(x*) same, --variant",
 }
 
 
@@ -111,7 +116,8 @@ def seed(settings: Settings, args) -> None:
 def measure(key: str, processes: Processes, urls: dict, args, duration: float, round_number: int):
     """One wrk run; the result and a note: CPU microseconds per request spent by the server's
     processes, by redis-server and by wrk, and for the API what its counters saw."""
-    servers = {"a": "bare", "m": "bare", "w": "bare", "g": "gunicorn", "b": "api", "c": "api", "l": "api", "f": "api"}
+    servers = {"a": "bare", "m": "bare", "w": "bare", "g": "gunicorn", "b": "api", "c": "api", "l": "api", "f": "api",
+               "x": "api"}
     server = servers.get(key, "variant")
     cpu_before = (group_cpu_seconds(processes.groups[server]), process_cpu_seconds(processes.redis.process.pid),
                   resource.getrusage(resource.RUSAGE_CHILDREN))
@@ -142,6 +148,8 @@ def _measure(key: str, urls: dict, args, duration: float, round_number: int):
         return run_wrk(urls["bare"] + "/", "watched.lua", duration, args.connections,
                        script_args=(args.users, "w", args.titles, round_number, 0)), ""
     url = urls["variant" if key.endswith("*") else "api"]
+    if key.startswith("x"):
+        return _mixed(url, args, duration, round_number)
     before = counters(url)
     if key.startswith("b") or key == "f":
         query = (FILTERED_QUERY,) if key == "f" else ()
@@ -158,6 +166,20 @@ def _measure(key: str, urls: dict, args, duration: float, round_number: int):
     else:
         note = f"watch events recorded {delta.get('watch_events_total', 0):.0f}"
     return result, note
+
+
+def _mixed(url: str, args, duration: float, round_number: int):
+    """(x): cache hits and watches sent at once, half the connections each; the reads' result,
+    with the watches' beside it (``result.beside``)."""
+    half = max(1, args.connections // 2)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        reads = pool.submit(run_wrk, url + "/", "recommend.lua", duration, half, 1, (args.users, "r", round_number))
+        writes = pool.submit(run_wrk, url + "/", "watched.lua", duration, half, 1,
+                             (args.users, "w", args.titles, round_number, 0))
+        reads, writes = reads.result(), writes.result()
+    reads.beside = writes
+    return reads, (f"watches beside them: {writes.requests_per_second:.0f} req/s, p99 {writes.p99_ms:.2f} ms "
+                   "(CPU per request counts the reads only)")
 
 
 def targets(variant: bool):
@@ -220,12 +242,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="publish the table alone (no sequence network in the model)")
     parser.add_argument("--gunicorn", action="store_true",
                         help="also serve the bare app on gunicorn gthread as (g) (needs `pip install gunicorn`)")
+    parser.add_argument("--mixed", action="store_true",
+                        help="also measure (x): cache hits and watches at once, half the connections each")
     parser.add_argument("--variant", metavar="SRC",
                         help="also serve the API from this source tree (a changed copy of src/, put first on "
                              "PYTHONPATH) and measure it interleaved with the others as (b*) and (c*)")
     args = parser.parse_args(argv)
     keys = ["a", "b", "b*", "c", "c*"] if args.variant else ["a", "b", "c"]
     keys += ["w", "f"]
+    if args.mixed:
+        keys += ["x", "x*"] if args.variant else ["x"]
     keys += ["l", "m"] + (["g"] if args.gunicorn else [])
 
     print(f"nextwatch serving benchmark: code from {nextwatch.__file__.rsplit('/', 1)[0]}; {machine_note()}")
@@ -296,6 +322,12 @@ def main(argv: list[str] | None = None) -> int:
                                  ("(c)/(w) throughput", "c", "w", "the API's watch against that plain one")):
         value = statistics.median(ratio(r, n, d, "rps") for r in rounds)
         print(f"  {label:<20} {value:5.2f}   {meaning}")
+    for key in [key for key in keys if key.startswith("x")]:
+        runs = [r[key] for r in rounds]
+        print(f"  {NAMES[key] + ' p99':<20} {statistics.median(r.p99_ms for r in runs):5.2f} ms   reads with watches "
+              f"beside them ((b) alone: p99 {statistics.median(r['b'].p99_ms for r in rounds):.2f} ms); watches "
+              f"{statistics.median(r.beside.requests_per_second for r in runs):.0f} req/s, p99 "
+              f"{statistics.median(r.beside.p99_ms for r in runs):.2f} ms")
     if args.gunicorn:
         value = statistics.median(ratio(r, "a", "g", "rps") for r in rounds)
         print(f"  {'(a)/(g) throughput':<20} {value:5.2f}   the bare app on granian against gunicorn gthread")
