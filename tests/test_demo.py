@@ -391,3 +391,68 @@ def test_stopping_kills_children_that_ignore_sigterm_and_their_escaped_descendan
     assert time.monotonic() - started < 5
     time.sleep(0.2)
     assert [pid for pid in {parent.pid, *below} if alive(pid)] == []
+
+
+# A leader that stops its worker itself, as granian's main process does: on SIGTERM it passes
+# one SIGTERM on and waits. The worker writes down every SIGTERM it gets.
+STOPS_ITS_WORKER = """
+import signal, subprocess, sys, time
+worker = subprocess.Popen([sys.executable, "-c", sys.argv[2], sys.argv[1]])
+def stop(_signum, _frame):
+    worker.send_signal(signal.SIGTERM)
+    worker.wait()
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+print("ready", flush=True)
+time.sleep(300)
+"""
+COUNTS_SIGTERMS = """
+import signal, sys, time
+log = open(sys.argv[1], "a", buffering=1)
+def note(_signum, _frame):
+    log.write("TERM\\n")
+signal.signal(signal.SIGTERM, note)
+log.write("started\\n")
+deadline = time.monotonic() + 300
+while time.monotonic() < deadline:
+    if open(sys.argv[1]).read().count("TERM"):
+        time.sleep(0.3)  # finishing what it holds: a second SIGTERM may come meanwhile
+        sys.exit(0)
+    time.sleep(0.01)
+"""
+
+
+def test_stopping_signals_the_child_which_stops_its_own_workers(tmp_path):
+    """A worker gets SIGTERM once, from its own leader: signalled with the leader's whole group,
+    granian's workers could stop before the main process knew, which logged their exits as
+    crashes ("Unexpected exit from worker-1") and began to replace them."""
+    log = tmp_path / "worker.log"
+    supervisor = Supervisor()
+    leader = supervisor.start("server", [sys.executable, "-c", STOPS_ITS_WORKER, str(log), COUNTS_SIGTERMS])
+    wait_for("the worker to start", lambda: log.exists() and "started" in log.read_text(), timeout=10)
+    worker = descendants(leader.pid)
+    supervisor.stop_all(timeout=10)
+    assert log.read_text().count("TERM") == 1
+    assert [pid for pid in {leader.pid, *worker} if alive(pid)] == []
+
+
+LEAVES_A_CHILD = """
+import signal, subprocess, sys, time
+subprocess.Popen([sys.executable, "-c", sys.argv[2], sys.argv[1]])  # left running when this exits
+print("ready", flush=True)
+time.sleep(300)
+"""
+
+
+def test_what_a_stopped_child_left_in_its_group_gets_sigterm_before_sigkill(tmp_path):
+    log = tmp_path / "left.log"
+    supervisor = Supervisor()
+    leader = supervisor.start("wrapper", [sys.executable, "-c", LEAVES_A_CHILD, str(log), COUNTS_SIGTERMS])
+    wait_for("the child to start", lambda: log.exists() and "started" in log.read_text(), timeout=10)
+    left = descendants(leader.pid)
+    started = time.monotonic()
+    supervisor.stop_all(timeout=10)
+    assert log.read_text().count("TERM") == 1  # it could finish, not only die
+    assert time.monotonic() - started < 5
+    time.sleep(0.2)
+    assert [pid for pid in {leader.pid, *left} if alive(pid)] == []

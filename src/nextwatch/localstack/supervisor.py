@@ -24,6 +24,9 @@ def http_ok(url: str) -> Callable[[], bool]:
     return check
 
 
+LEFTOVER_GRACE_SECONDS = 2.0  # for what a stopped child left running in its group (see stop_all)
+
+
 class StartError(RuntimeError):
     """A child exited, or did not answer in time, while starting."""
 
@@ -88,14 +91,22 @@ class Supervisor:
         return None
 
     def stop_all(self, timeout: float = 15.0) -> None:
-        """SIGTERM every child's group, newest first; SIGKILL what is left after ``timeout``.
+        """Stop every child, newest first, and whatever it started; SIGKILL what is left after
+        ``timeout``.
+
+        SIGTERM goes to each child itself first, not to its whole group: a server that manages
+        workers (granian's main process) then stops them in its own order. Signalled together,
+        a worker could stop before the main process knew, which logged it as a crash
+        ("Unexpected exit from worker-1") and began to replace it. Once a child has exited, what
+        it left in its group (a wrapper's child) gets SIGTERM and LEFTOVER_GRACE_SECONDS, then
+        SIGKILL.
 
         Descendants that moved to a group of their own (a notebook server's kernels, say) are
-        listed before anything is signalled, and get the same treatment one by one: otherwise
-        they would outlive us, reparented to init."""
+        listed before anything is signalled, and get SIGTERM at once, one by one: otherwise they
+        would outlive us, reparented to init."""
         escaped = self._escaped_descendants()
         for _name, process in reversed(self.children):
-            _signal_group(process, signal.SIGTERM)
+            _signal_pid(process.pid, signal.SIGTERM)
         for pid in escaped:
             _signal_pid(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
@@ -105,7 +116,7 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 _signal_group(process, signal.SIGKILL)
                 process.wait()
-            _signal_group(process, signal.SIGKILL)  # anything the child left behind in its group
+            _stop_group(process, min(LEFTOVER_GRACE_SECONDS, max(0.0, deadline - time.monotonic())))
         while escaped and time.monotonic() < deadline:
             escaped = {pid: start for pid, start in escaped.items() if _same_process(pid, start)}
             time.sleep(0.1)
@@ -150,6 +161,27 @@ def _same_process(pid: int, start: int) -> bool:
     """The process that had ``pid`` at ``start`` is still running (not a new one reusing it)."""
     fields = _stat_fields(pid)
     return bool(fields) and fields[0] != "Z" and int(fields[19]) == start
+
+
+def _stop_group(process: subprocess.Popen, grace: float) -> None:
+    """SIGTERM to what is left in an exited child's group; SIGKILL to what is left after
+    ``grace`` seconds."""
+    _signal_group(process, signal.SIGTERM)
+    until = time.monotonic() + grace
+    while _group_alive(process) and time.monotonic() < until:
+        time.sleep(0.05)
+    _signal_group(process, signal.SIGKILL)
+
+
+def _group_alive(process: subprocess.Popen) -> bool:
+    """Whether a process of the child's group still runs (an exited one that no parent has
+    reaped yet does not count: where nothing reaps orphans, it would stay forever)."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _stat_fields(int(entry))
+            if fields and int(fields[2]) == process.pid and fields[0] != "Z":
+                return True
+    return False
 
 
 def _signal_group(process: subprocess.Popen, sig: int) -> None:
