@@ -33,8 +33,8 @@ class StartError(RuntimeError):
 
 class Supervisor:
     """Children run in their own process groups, so that stopping one also stops whatever it
-    forked (gunicorn's workers, Spark's JVMs and executors), and a Ctrl-C reaches them only
-    through us, in order."""
+    forked and left behind (Spark's JVMs and executors), and a Ctrl-C reaches them only through
+    us, in order (``stop_all``)."""
 
     def __init__(self):
         self.children: list[tuple[str, subprocess.Popen]] = []
