@@ -23,7 +23,6 @@ service's shortcuts (``store/direct_commands.py``) either.
 from __future__ import annotations
 
 import argparse
-import importlib.resources
 import json
 import os
 import struct
@@ -63,6 +62,7 @@ class WatchFloor:
     def __init__(self, client, settings: Settings):
         from nextwatch.keys import Keys
         from nextwatch.store.catalog import CatalogStore
+        from nextwatch.store.commands import StoreScript
         from nextwatch.store.models import ModelStore
 
         self.settings = settings
@@ -72,8 +72,8 @@ class WatchFloor:
         self.model = models.load(self.version) if self.version else None
         self.title_ids = CatalogStore(client, self.keys).all_ids()
         self.codes = {title: code for code, title in enumerate(self.title_ids)}
-        self.record = client.register_script(_store_script("watch.lua"))
-        self.cache = client.register_script(_store_script("cache_prediction.lua"))
+        self.record = client.register_script(StoreScript.of("user_state.lua", "watch.lua").source)
+        self.cache = client.register_script(StoreScript.of("user_state.lua", "cache_prediction.lua").source)
 
     def __call__(self, environ) -> bytes:
         import time
@@ -94,12 +94,6 @@ class WatchFloor:
         self.cache(keys=[user_key], args=[reply[1], CachedPrediction.encode(self.version, history, top), "1"])
         return json.dumps({"user_id": user, "watched": title,
                            "predicted_next": self.title_ids[top[0]] if top else None}).encode()
-
-
-def _store_script(name: str) -> str:
-    """A script of the store as it runs there: the user-state codec put before it."""
-    folder = importlib.resources.files("nextwatch.store")
-    return folder.joinpath("user_state.lua").read_text() + "\n" + folder.joinpath(name).read_text()
 
 
 def build():

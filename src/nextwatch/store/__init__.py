@@ -13,7 +13,8 @@ from ..settings import Settings, SettingsError
 from .api_keys import ApiKeyRecord, ApiKeyStore
 from .catalog import CatalogStore
 from .connection import REDIS_ERRORS, connect, is_cluster, translate_failures
-from .commands import Commands, commands_for
+from .commands import ClientCommands, Commands
+from .direct_commands import DirectCommands
 from .events import EventLog
 from .experiments import ExperimentStore
 from .models import ModelStore
@@ -45,7 +46,7 @@ class Store:
         keys = Keys(settings.key_prefix, settings.shards)
         # The request path's commands (a user's state, a key's rate limit) skip redis-py's
         # per-command layers on one Redis; a cluster keeps its client's routing and retries.
-        commands = commands_for(client)
+        commands = ClientCommands(client) if is_cluster(client) else DirectCommands(client)
         store = cls(
             client=client,
             keys=keys,

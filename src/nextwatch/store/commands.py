@@ -1,6 +1,7 @@
-"""Where the request path's commands go: a user's read, the watch script, a watch's prediction
-and the API keys' rate limit. The stores send them through one small interface, ``execute`` and
-``script``, so that which way they travel is decided once, here, for the whole Store:
+"""Where the request path's commands go: a user's read, the watch and impressions scripts, a
+watch's prediction and the API keys' rate limit. The stores send them through one small
+interface, ``execute`` and ``script``, so that which way they travel is decided once, by the
+Store (``Store.from_settings``):
 
 - one Redis: ``DirectCommands`` (``direct_commands.py``), a connection per thread that skips
   redis-py's per-command layers;
@@ -8,7 +9,8 @@ and the API keys' rate limit. The stores send them through one small interface, 
   slot-map refreshes stay in charge.
 
 Both return the reply as Redis sent it (bytes, integers, lists): the commands sent this way
-(GET, EVALSHA) have no response callback in the client either.
+(GET, EVALSHA) have no response callback in the client either. Both run a script the same way
+(``Commands.script``).
 """
 
 from __future__ import annotations
@@ -16,43 +18,38 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib.resources
-from typing import Protocol
 
 import redis
 
-from .connection import is_cluster
-from .direct_commands import DirectCommands
 
+class Commands:
+    """What both ways share: ``script`` on top of each one's ``execute``."""
 
-class Commands(Protocol):
     def execute(self, *args):
         """One command's reply. Arguments are str, bytes or int."""
+        raise NotImplementedError
 
     def script(self, sha: str, source: str, keys: list, args: list):
-        """EVALSHA of ``source`` (whose SHA-1 is ``sha``), loading it first if Redis forgot it."""
+        """EVALSHA of ``source`` (whose SHA-1 is ``sha``), loading it first if Redis forgot it
+        (a restart; on a cluster, a new or promoted node: SCRIPT LOAD goes to every primary)."""
+        try:
+            return self.execute("EVALSHA", sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            self.execute("SCRIPT", "LOAD", source)
+            return self.execute("EVALSHA", sha, len(keys), *keys, *args)
 
     def close(self) -> None:
         """Close what this opened (not the client it was given)."""
 
 
-class ClientCommands:
-    """The same calls through a client (on a cluster: routed by the keys' slot)."""
+class ClientCommands(Commands):
+    """The calls through a client (on a cluster: routed by the keys' slot)."""
 
     def __init__(self, client):
         self._client = client
 
     def execute(self, *args):
         return self._client.execute_command(*args)
-
-    def script(self, sha: str, source: str, keys: list, args: list):
-        try:
-            return self._client.evalsha(sha, len(keys), *keys, *args)
-        except redis.exceptions.NoScriptError:  # a restarted or new node: load it (every primary)
-            self._client.script_load(source)
-            return self._client.evalsha(sha, len(keys), *keys, *args)
-
-    def close(self) -> None:
-        pass  # the client belongs to the Store, which closes it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +67,3 @@ class StoreScript:
         source = "\n".join(folder.joinpath(name).read_text() for name in files)
         return cls(source, hashlib.sha1(source.encode()).hexdigest())
 
-
-def commands_for(client) -> Commands:
-    """The request path's commands for ``client`` (module docstring)."""
-    return ClientCommands(client) if is_cluster(client) else DirectCommands(client)

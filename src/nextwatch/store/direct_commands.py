@@ -18,7 +18,7 @@ commands whose raw reply is what the caller reads go this way (GET, EVALSHA). Er
 raise ``ResponseError`` subclasses, as through the client.
 
 Only for a single Redis: on a Redis Cluster the cluster client keeps its routing, its retries
-and its slot-map refreshes (``commands.py`` chooses).
+and its slot-map refreshes (``commands.py``; the Store chooses).
 """
 
 from __future__ import annotations
@@ -30,8 +30,10 @@ import weakref
 import hiredis
 import redis
 
+from .commands import Commands
 
-class DirectCommands:
+
+class DirectCommands(Commands):
     def __init__(self, client: redis.Redis):
         self._pool = client.connection_pool
         self._local = threading.local()
@@ -53,14 +55,6 @@ class DirectCommands:
         # (13.6 against 5.7 us for a watch's EVALSHA, timeit).
         connection.send_packed_command([hiredis.pack_command(args)])
         return connection.read_response()
-
-    def script(self, sha: str, source: str, keys: list, args: list):
-        """EVALSHA of ``source`` (whose SHA-1 is ``sha``), loading it first if Redis forgot it."""
-        try:
-            return self.execute("EVALSHA", sha, len(keys), *keys, *args)
-        except redis.exceptions.NoScriptError:
-            self.execute("SCRIPT", "LOAD", source)
-            return self.execute("EVALSHA", sha, len(keys), *keys, *args)
 
     def close(self) -> None:
         with self._lock:
