@@ -138,12 +138,14 @@ class Supervisor:
 
 
 def _process_table() -> dict[int, tuple[int, int, int]]:
-    """{pid: (parent pid, process group, start time)} from /proc."""
+    """{pid: (parent pid, process group, start time)} of every running process, from /proc (an
+    exited one that no parent has reaped yet is left out: where nothing reaps orphans, it would
+    stay forever)."""
     table = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             fields = _stat_fields(int(entry))
-            if fields:
+            if fields and fields[0] != "Z":
                 table[int(entry)] = (int(fields[1]), int(fields[2]), int(fields[19]))
     return table
 
@@ -174,14 +176,7 @@ def _stop_group(process: subprocess.Popen, grace: float) -> None:
 
 
 def _group_alive(process: subprocess.Popen) -> bool:
-    """Whether a process of the child's group still runs (an exited one that no parent has
-    reaped yet does not count: where nothing reaps orphans, it would stay forever)."""
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            fields = _stat_fields(int(entry))
-            if fields and int(fields[2]) == process.pid and fields[0] != "Z":
-                return True
-    return False
+    return any(group == process.pid for _parent, group, _start in _process_table().values())
 
 
 def _signal_group(process: subprocess.Popen, sig: int) -> None:
