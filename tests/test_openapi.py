@@ -145,6 +145,12 @@ def test_every_documented_status_is_produced(client, document, store, settings):
     store.catalog.save_info([{"content_id": "C1010", "name": "Named", "genres": ["Drama"], "year": 2001}])
     record("/titles", "get", client.get("/titles?q=named&genre=drama&limit=5"))
     record("/titles", "get", client.get("/titles?limit=101"))
+    # A query string that its parameters' own bounds allow can still make the request target too
+    # long for the server (4000 characters of exclude, percent-encoded).
+    too_long = "?exclude=" + "%C2%A4" * 1400
+    record("/titles", "get", client.get("/titles" + too_long.replace("exclude", "q")))
+    record("/recommend/{user_id}", "get", client.get("/recommend/U1" + too_long))
+    record("/watched", "post", client.post("/watched" + too_long, json={"user_id": "U1", "content_id": "C1010"}))
     record("/titles/{content_id}", "get", client.get("/titles/C1010"))
     record("/titles/{content_id}", "get", client.get("/titles/C1010:nope"))
     record("/titles/{content_id}", "get", client.get("/titles/C%201"))
@@ -171,3 +177,26 @@ def test_the_genre_filter_is_parsed_by_the_rule_the_schema_states(client):
         == GENRE_PATTERN
     assert client.get("/recommend/U1?genre=%E3%80%80").status_code == 200  # an ideographic space is text here
     assert client.get("/recommend/U1?genre=%1F").status_code == 400
+
+
+# Values at the edges of each filter's rule: spaces, other whitespace, case, empty parts.
+FILTER_EDGE_VALUES = {
+    "exclude": ["C1045", "C1045,C1011", "C1045 , C1011", " C1045", "", ",", "\x0c", "C1045,\t", "a b",
+                "C1045\n", "C\u00e9"],
+    "region": ["FR", "fr", "kU", " FR", "FR ", "\tfr", "FRA", ""],
+    "explain": ["true", "false", "1", "0", "TRUE", " true", "true\n", "yes", ""],
+}
+
+
+@pytest.mark.parametrize("name, value", [(name, value) for name, values in FILTER_EDGE_VALUES.items()
+                                         for value in values])
+def test_a_filter_value_is_accepted_exactly_when_the_document_allows_it(client, document, name, value):
+    """Schemathesis checks both ways (valid values accepted, invalid ones refused), so the parser
+    may neither strip what the schema refuses nor refuse what it allows."""
+    schema = next(parameter["schema"] for parameter in document["paths"]["/recommend/{user_id}"]["get"]["parameters"]
+                  if parameter["name"] == name)
+    # A schema's pattern is an ECMAScript regex, whose $ does not match before a final newline
+    # as Python's (the validator's) does.
+    allowed = OAS30Validator(schema).is_valid(value) and not value.endswith("\n")
+    status = client.get("/recommend/U1", query_string={name: value}).status_code
+    assert status == (200 if allowed else 400), (name, value, allowed, status)

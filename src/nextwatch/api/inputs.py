@@ -126,7 +126,9 @@ def filters(values: Mapping[str, str]) -> Filters:
     if values.get("exclude") is not None:
         if len(values["exclude"]) > MAX_EXCLUDE_CHARACTERS:
             raise InvalidInput(f"exclude is at most {MAX_EXCLUDE_CHARACTERS} characters", error="invalid_exclude")
-        parts = [part.strip() for part in values["exclude"].split(",") if part.strip()]
+        # Only spaces around an id are dropped, as the document's pattern allows; any other
+        # whitespace makes the part no id and is refused.
+        parts = [part.strip(" ") for part in values["exclude"].split(",") if part.strip(" ")]
         if len(parts) > MAX_EXCLUDED:
             raise InvalidInput(f"exclude lists at most {MAX_EXCLUDED} title ids, got {len(parts)}",
                                error="invalid_exclude")
@@ -138,7 +140,7 @@ def filters(values: Mapping[str, str]) -> Filters:
     maturity = whole_number(values.get("max_maturity"), "max_maturity", 0, MAX_MATURITY, None)
     region = values.get("region")
     if region is not None:
-        region = region.strip().upper()
+        region = region.upper()  # no stripping: the document allows two letters and nothing else
         if not _REGION.fullmatch(region):
             raise InvalidInput(f"region must be an ISO 3166 alpha-2 code such as US or FR, got {values['region'][:20]!r}",
                                error="invalid_region")
@@ -146,13 +148,13 @@ def filters(values: Mapping[str, str]) -> Filters:
 
 
 def flag(raw: str | None, name: str) -> bool:
-    """``?explain=true``: true/false (also 1/0); absent is false."""
+    """``?explain=true``: true/false (also 1/0); absent is false. Exactly the document's four
+    values: no other case, no spaces."""
     if raw is None:
         return False
-    lowered = raw.strip().lower()
-    if lowered in ("true", "1"):
+    if raw in ("true", "1"):
         return True
-    if lowered in ("false", "0"):
+    if raw in ("false", "0"):
         return False
     raise InvalidInput(f"{name} must be true or false, got {raw[:20]!r}", error=f"invalid_{name}")
 
