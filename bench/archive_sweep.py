@@ -24,7 +24,7 @@ import tempfile
 import time
 
 from nextwatch.archiving import run_archive
-from nextwatch.localstack.redis_server import RedisServer
+from nextwatch.local_processes.redis_server import RedisServer
 from nextwatch.settings import Settings
 from nextwatch.store import Store
 from nextwatch.store.event_consumer import EventConsumer

@@ -4,7 +4,7 @@ failure costs with and without waiting for replicas.
     .venv/bin/python bench/cluster.py [--rounds 4] [--duration 5] [--workers 4] [--kill-seconds 12]
 
 Starts one private redis-server and a Redis Cluster of 3 masters and 3 replicas on loopback
-(``nextwatch.localstack.redis_cluster``), seeds both with bench/serve.py's data (a 5,000-title
+(``nextwatch.local_processes.redis_cluster``), seeds both with bench/serve.py's data (a 5,000-title
 model with a sequence network, 10,000 + 10,000 users), and serves the API three times with the
 production server: on one Redis, on the cluster, and on the cluster with
 NEXTWATCH_WRITE_REPLICAS=1 (every watch waits until a replica holds it). wrk measures, in
@@ -36,7 +36,7 @@ import time
 
 import requests
 
-from nextwatch.localstack.redis_cluster import LocalRedisCluster
+from nextwatch.local_processes.redis_cluster import LocalRedisCluster
 from nextwatch.settings import Settings
 from nextwatch.store import Store
 

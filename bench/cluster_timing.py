@@ -1,4 +1,4 @@
-"""How long the local Redis Cluster (nextwatch.localstack.redis_cluster) takes to start, to fail
+"""How long the local Redis Cluster (nextwatch.local_processes.redis_cluster) takes to start, to fail
 over a SIGKILLed master, to heal, and how long the service's cluster client
 (store.connection.connect_cluster) cannot write a key of the dead master's slots. One fresh cluster per round, in a temporary folder, on loopback.
 
@@ -16,7 +16,7 @@ import time
 import redis
 import redis.cluster
 
-from nextwatch.localstack.redis_cluster import LocalRedisCluster
+from nextwatch.local_processes.redis_cluster import LocalRedisCluster
 from nextwatch.store.connection import connect_cluster
 
 

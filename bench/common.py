@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from nextwatch.keys import Keys
-from nextwatch.localstack.redis_server import RedisServer, free_port
-from nextwatch.localstack.supervisor import Supervisor, http_ok
+from nextwatch.local_processes.redis_server import RedisServer, free_port
+from nextwatch.local_processes.supervisor import Supervisor, http_ok
 from nextwatch.model import NextTitleModel
 from nextwatch.model.sequence import SequenceModel
 from nextwatch.settings import Settings

@@ -68,7 +68,7 @@ def redis_under_test(cluster: bool):
         with Processes() as processes:
             yield processes.redis.url, [redis.Redis.from_url(processes.redis.url)]
         return
-    from nextwatch.localstack.redis_cluster import LocalRedisCluster
+    from nextwatch.local_processes.redis_cluster import LocalRedisCluster
 
     folder = tempfile.mkdtemp(prefix="nextwatch-memory-cluster-")
     try:

@@ -38,7 +38,7 @@ import time
 import pyarrow.parquet as pq
 
 from nextwatch.archiving import read_group_lag
-from nextwatch.localstack.redis_server import RedisServer
+from nextwatch.local_processes.redis_server import RedisServer
 from nextwatch.settings import Settings
 from nextwatch.store import Store
 

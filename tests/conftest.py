@@ -13,8 +13,8 @@ import pytest
 import redis
 import redis.cluster
 
-from nextwatch.localstack.redis_cluster import LocalRedisCluster
-from nextwatch.localstack.redis_server import RedisServer
+from nextwatch.local_processes.redis_cluster import LocalRedisCluster
+from nextwatch.local_processes.redis_server import RedisServer
 from nextwatch.settings import Settings
 
 # Spark must stay on loopback: left alone it binds to the machine's outside address.

@@ -23,7 +23,7 @@ import pytest
 from nextwatch.archiving import ArchiveBusy, ArchiveFolder, Archiver, ArchiveUnusable, BatchRecord, read_group_lag, run_archive
 from nextwatch.archiving.files import day_of
 from nextwatch.errors import StoreUnavailable
-from nextwatch.localstack.redis_server import RedisServer
+from nextwatch.local_processes.redis_server import RedisServer
 from nextwatch.settings import Settings
 from nextwatch.store import Store
 from nextwatch.store.event_consumer import EventConsumer

@@ -19,8 +19,8 @@ import pytest
 import requests
 
 from conftest import DEFAULT_NEIGHBOURS, ON_BOTH_TOPOLOGIES, publish_test_model
-from nextwatch.localstack.redis_server import RedisServer, free_port
-from nextwatch.localstack.supervisor import Supervisor, http_ok
+from nextwatch.local_processes.redis_server import RedisServer, free_port
+from nextwatch.local_processes.supervisor import Supervisor, http_ok
 from nextwatch.settings import Settings, SettingsError
 from nextwatch.store import Store
 
@@ -210,7 +210,7 @@ def test_a_cluster_url_that_cannot_serve_stops_start_up_with_the_reason(tmp_path
     assert result.returncode == 2 and "host:port" in result.stderr, result.stderr
 
     # A cluster node that owns only some slots: one node, cluster mode on, slots 0-99.
-    from nextwatch.localstack.cluster_processes import pick_port_pair
+    from nextwatch.local_processes.cluster_processes import pick_port_pair
 
     node = RedisServer(tmp_path / "partial", port=pick_port_pair(set()), persistent=False,
                        extra_args=["--cluster-enabled", "yes"]).start()

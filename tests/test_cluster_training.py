@@ -16,8 +16,8 @@ import pytest
 import requests
 
 from nextwatch.datasets.demo_dataset import DemoConfig, write_demo_dataset
-from nextwatch.localstack.redis_server import free_port
-from nextwatch.localstack.supervisor import Supervisor
+from nextwatch.local_processes.redis_server import free_port
+from nextwatch.local_processes.supervisor import Supervisor
 
 WORKERS = 2
 

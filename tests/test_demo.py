@@ -16,10 +16,10 @@ import requests
 import yaml
 
 from conftest import DEFAULT_NEIGHBOURS, publish_test_model
-from nextwatch.localstack import parts
-from nextwatch.localstack.monitoring import local_config
-from nextwatch.localstack.redis_server import RedisServer, free_port
-from nextwatch.localstack.supervisor import Supervisor
+from nextwatch.local_processes import parts
+from nextwatch.local_processes.monitoring import local_config
+from nextwatch.local_processes.redis_server import RedisServer, free_port
+from nextwatch.local_processes.supervisor import Supervisor
 from nextwatch.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -305,7 +305,7 @@ def test_programs_that_are_not_installed_are_skipped_with_how_to_install_them(tm
 
 
 def test_the_plan_runs_the_compose_stacks_nextwatch_commands_with_the_demos_redis(tmp_path):
-    from nextwatch.localstack.demo_stack import DemoOptions, _plan
+    from nextwatch.local_processes.demo_stack import DemoOptions, _plan
 
     nothing = tmp_path / "bin"  # no optional program is found: only nextwatch's own parts run
     nothing.mkdir()
@@ -323,7 +323,7 @@ def test_the_plan_runs_the_compose_stacks_nextwatch_commands_with_the_demos_redi
 
 def test_the_plan_runs_jupyterlab_and_redis_exporter_when_they_are_installed(tmp_path):
     """What `make demo` installs (JupyterLab in the venv, Debian's exporter) runs, wired as in compose."""
-    from nextwatch.localstack.demo_stack import DemoOptions, _plan
+    from nextwatch.local_processes.demo_stack import DemoOptions, _plan
 
     programs = stub_programs(tmp_path / "bin", "jupyter-lab", "prometheus-redis-exporter", "prometheus")
     layout = parts.Layout(data_dir=tmp_path, archive_dir=tmp_path / "archive", demo_events=tmp_path / "e.parquet",

@@ -296,7 +296,7 @@ def test_archiver_is_healthy_while_it_reaches_redis_and_the_archive(services, se
     reachable = {"NEXTWATCH_REDIS_URL": settings.redis_url, "NEXTWATCH_ARCHIVE_DIR": str(tmp_path)}
     assert run_healthcheck(archiver, reachable) == 0
     assert run_healthcheck(archiver, {**reachable, "NEXTWATCH_ARCHIVE_DIR": str(tmp_path / "missing")}) == 1
-    from nextwatch.localstack.redis_server import free_port
+    from nextwatch.local_processes.redis_server import free_port
 
     unreachable = {**reachable, "NEXTWATCH_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
                    "NEXTWATCH_REDIS_TIMEOUT": "0.2"}

@@ -26,8 +26,8 @@ import requests
 import yaml
 
 from conftest import DEFAULT_NEIGHBOURS, parse_metrics, publish_test_model
-from nextwatch.localstack.redis_server import RedisServer, free_port
-from nextwatch.localstack.supervisor import Supervisor, http_ok
+from nextwatch.local_processes.redis_server import RedisServer, free_port
+from nextwatch.local_processes.supervisor import Supervisor, http_ok
 from nextwatch.service.experiments import Experiment, Experiments
 from nextwatch.settings import Settings
 from nextwatch.store import Store

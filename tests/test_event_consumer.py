@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from nextwatch.errors import StoreUnavailable
-from nextwatch.localstack.redis_server import RedisServer
+from nextwatch.local_processes.redis_server import RedisServer
 from nextwatch.settings import Settings
 from nextwatch.store import Store
 from nextwatch.store.event_consumer import EventConsumer

@@ -37,8 +37,8 @@ import pyarrow.parquet as pq
 import redis
 
 from conftest import DEFAULT_NEIGHBOURS, publish_test_model
-from nextwatch.localstack.redis_server import free_port
-from nextwatch.localstack.supervisor import Supervisor, http_ok
+from nextwatch.local_processes.redis_server import free_port
+from nextwatch.local_processes.supervisor import Supervisor, http_ok
 from nextwatch.settings import Settings
 from nextwatch.store import Store
 from nextwatch.training.sources import read_event_file, union_events, write_event_log

@@ -30,8 +30,8 @@ from schemathesis import GenerationMode
 
 from conftest import DEFAULT_NEIGHBOURS, publish_test_model
 from nextwatch.service.access import issue_key
-from nextwatch.localstack.redis_server import free_port
-from nextwatch.localstack.supervisor import Supervisor, http_ok
+from nextwatch.local_processes.redis_server import free_port
+from nextwatch.local_processes.supervisor import Supervisor, http_ok
 from nextwatch.settings import Settings
 from nextwatch.store import Store
 

@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from nextwatch.commands.serve import is_loopback
-from nextwatch.localstack.redis_server import free_port
-from nextwatch.localstack.supervisor import Supervisor, http_ok
+from nextwatch.local_processes.redis_server import free_port
+from nextwatch.local_processes.supervisor import Supervisor, http_ok
 from nextwatch.service.access import issue_key
 from nextwatch.settings import SettingsError, load_settings
 from test_security import cli

@@ -14,8 +14,8 @@ import pytest
 import requests
 
 from conftest import DEFAULT_NEIGHBOURS, publish_test_model
-from nextwatch.localstack.redis_server import free_port
-from nextwatch.localstack.supervisor import Supervisor, http_ok
+from nextwatch.local_processes.redis_server import free_port
+from nextwatch.local_processes.supervisor import Supervisor, http_ok
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "explore.ipynb"
 KERNEL = "nextwatch-tests"

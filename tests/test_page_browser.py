@@ -15,8 +15,8 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from conftest import DEFAULT_NEIGHBOURS, TITLES, publish_test_model
 from nextwatch.service.access import issue_key
 from nextwatch.datasets.demo_dataset import DemoConfig, generate_catalog
-from nextwatch.localstack.redis_server import free_port
-from nextwatch.localstack.supervisor import Supervisor, http_ok
+from nextwatch.local_processes.redis_server import free_port
+from nextwatch.local_processes.supervisor import Supervisor, http_ok
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 CHROMIUM_FLAGS = [

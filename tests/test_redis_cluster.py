@@ -1,4 +1,4 @@
-"""The local Redis Cluster (localstack/redis_cluster.py) with real redis-server processes:
+"""The local Redis Cluster (local_processes/redis_cluster.py) with real redis-server processes:
 it starts whole, spreads keys over its masters, survives a killed master, moves slots with their
 keys, heals itself between tests, and says clearly when it cannot start."""
 
@@ -10,8 +10,8 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from nextwatch.localstack.cluster_view import SLOTS, NodeReport, parse_cluster_nodes, slot_owner_fixes
-from nextwatch.localstack.redis_cluster import ClusterError, LocalRedisCluster
+from nextwatch.local_processes.cluster_view import SLOTS, NodeReport, parse_cluster_nodes, slot_owner_fixes
+from nextwatch.local_processes.redis_cluster import ClusterError, LocalRedisCluster
 from nextwatch.settings import Settings, cluster_nodes
 
 from conftest import cluster_client

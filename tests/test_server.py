@@ -16,8 +16,8 @@ import pytest
 import requests
 
 from conftest import DEFAULT_NEIGHBOURS, parse_metrics, publish_test_model
-from nextwatch.localstack.redis_server import free_port
-from nextwatch.localstack.supervisor import Supervisor, http_ok
+from nextwatch.local_processes.redis_server import free_port
+from nextwatch.local_processes.supervisor import Supervisor, http_ok
 
 
 @pytest.fixture

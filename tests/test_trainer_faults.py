@@ -25,8 +25,8 @@ import requests
 
 from conftest import DEFAULT_NEIGHBOURS, publish_test_model
 from nextwatch.datasets.demo_dataset import DemoConfig, write_demo_dataset
-from nextwatch.localstack.redis_server import RedisServer, free_port
-from nextwatch.localstack.supervisor import Supervisor, http_ok
+from nextwatch.local_processes.redis_server import RedisServer, free_port
+from nextwatch.local_processes.supervisor import Supervisor, http_ok
 from nextwatch.settings import Settings
 from nextwatch.store import Store
 

@@ -45,7 +45,7 @@ def add_parser(subparsers):
 
 def run(args) -> int:
     settings = load_settings(port=args.port, workers=args.workers, data_dir=args.data_dir)
-    from ..localstack.demo_stack import DemoOptions, run_demo
+    from ..local_processes.demo_stack import DemoOptions, run_demo
 
     options = DemoOptions(redis_port=args.redis_port, prometheus_port=args.prometheus_port, seed=args.seed,
                           retrain=args.retrain, train_every=args.train_every, spark_cluster=not args.no_spark_cluster,

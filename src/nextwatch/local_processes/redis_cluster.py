@@ -3,7 +3,7 @@ processes (3 masters, 3 replicas by default) joined by ``redis-cli --cluster cre
 
 By hand, for experiments::
 
-    PYTHONPATH=src .venv/bin/python -m nextwatch.localstack.redis_cluster [--masters 3] [--replicas 1]
+    PYTHONPATH=src .venv/bin/python -m nextwatch.local_processes.redis_cluster [--masters 3] [--replicas 1]
 
 starts one in a temporary folder, prints ``NEXTWATCH_REDIS_URL=redis+cluster://127.0.0.1:p1,...``
 and the nodes, and stops every process on Ctrl-C (``--help`` lists the options).
@@ -349,7 +349,7 @@ def _failure_of(repair: Callable[[], object]) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Start a cluster, print its URL and nodes, and stop it on Ctrl-C or SIGTERM."""
-    parser = argparse.ArgumentParser(prog="python -m nextwatch.localstack.redis_cluster",
+    parser = argparse.ArgumentParser(prog="python -m nextwatch.local_processes.redis_cluster",
                                      description="A local Redis Cluster on 127.0.0.1 for experiments, "
                                                  "benchmarks and the demo.")
     parser.add_argument("--masters", type=int, default=3)
