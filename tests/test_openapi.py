@@ -183,7 +183,7 @@ def test_the_genre_filter_is_parsed_by_the_rule_the_schema_states(client):
 FILTER_EDGE_VALUES = {
     "exclude": ["C1045", "C1045,C1011", "C1045 , C1011", " C1045", "", ",", "\x0c", "C1045,\t", "a b",
                 "C1045\n", "C\u00e9"],
-    "region": ["FR", "fr", "kU", " FR", "FR ", "\tfr", "FRA", ""],
+    "region": ["FR", "fr", "kU", " FR", "FR ", "\tfr", "FRA", "", "\u00df", "\ufb00"],  # ß and ﬀ: 'SS', 'FF' in upper case
     "explain": ["true", "false", "1", "0", "TRUE", " true", "true\n", "yes", ""],
 }
 

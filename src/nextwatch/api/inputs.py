@@ -23,7 +23,7 @@ _ID_CHARACTERS = re.compile(r"[A-Za-z0-9_.:\-]+")
 # characters \s means (Python's counts \x1c-\x1f as spaces, ECMAScript's does not).
 GENRE_PATTERN = r"^[^\x00-\x1f\x7f]*[^\x00-\x20\x7f][^\x00-\x1f\x7f]*$"
 _GENRE = re.compile(GENRE_PATTERN)
-_REGION = re.compile(r"[A-Z]{2}")
+_REGION = re.compile(r"[A-Za-z]{2}")  # the document's rule, read before upper() ('ß'.upper() is 'SS')
 MAX_BODY_BYTES = 64 * 1024
 # PUT /admin/rules: 10,000 blocked and 10,000 boosted ids of up to 128 characters fit.
 MAX_RULES_BODY_BYTES = 4 * 1024 * 1024
@@ -140,10 +140,10 @@ def filters(values: Mapping[str, str]) -> Filters:
     maturity = whole_number(values.get("max_maturity"), "max_maturity", 0, MAX_MATURITY, None)
     region = values.get("region")
     if region is not None:
-        region = region.upper()  # no stripping: the document allows two letters and nothing else
-        if not _REGION.fullmatch(region):
-            raise InvalidInput(f"region must be an ISO 3166 alpha-2 code such as US or FR, got {values['region'][:20]!r}",
+        if not _REGION.fullmatch(region):  # as sent: two letters and nothing else, no stripping
+            raise InvalidInput(f"region must be an ISO 3166 alpha-2 code such as US or FR, got {region[:20]!r}",
                                error="invalid_region")
+        region = region.upper()
     return Filters(genre or None, excluded, maturity, region)
 
 
