@@ -15,7 +15,6 @@ import argparse
 import gc
 import json
 import os
-import struct
 import sys
 import time
 
@@ -26,7 +25,7 @@ from nextwatch.server import prepare_multiprocess_metrics
 from nextwatch.settings import Settings
 
 # Run as a script, so bench/ is on sys.path and its modules import by their plain names.
-from bare_app import SMALL_KEY, make_app as make_bare_app
+from bare_app import SMALL_KEY, WatchFloor, make_app as make_bare_app
 from common import Interrupted, Processes
 from serve import seed
 
@@ -181,8 +180,10 @@ def main(argv: list[str] | None = None) -> int:
             cases.add("the app, full", posts)
             cases.add("service.record_watch() + json.dumps, no Flask",
                       each(lambda u, c: json.dumps(service.record_watch(u, c)), watches))
-            cases.add("its work alone: 2 scripts + the blend (watch_work)",
-                      each(watch_work(services.store, settings, model), watches))
+            # The same work as bare_app.py's POST /watched, its scripts on the Store's commands:
+            # what a watch would cost if the service's own code cost nothing.
+            work = WatchFloor(services.store.client, settings, commands=services.store.commands)
+            cases.add("its work alone: 2 scripts + the blend (WatchFloor)", each(work.watch, watches))
             cases.add("model.recommend(history, 10) only (scoring)",
                       each(lambda h: model.recommend(h, settings.cache_top_k), lambda: histories))
             cases.add("store.users.record_watch() only (Lua script)",
@@ -196,33 +197,6 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted; the private redis-server has been stopped", file=sys.stderr)
         return 130
     return 0
-
-
-def watch_work(store, settings: Settings, model):
-    """A watch's work with nothing around it, as the service's own shortcuts send it: the watch
-    script and the caching script through the Store's commands (a connection per thread), the
-    blend between them. No JSON, ids, rules, experiments, metrics or checks: what a watch
-    would cost if the service's code cost nothing."""
-    from nextwatch.store.commands import StoreScript
-    from nextwatch.store.user_state import CachedPrediction, decode_codes
-
-    record = StoreScript.of("user_state.lua", "watch.lua")
-    cache = StoreScript.of("user_state.lua", "cache_prediction.lua")
-    commands, keys = store.commands, store.keys
-    log_cap = max(1, settings.event_log_max_length // keys.shards)
-
-    def watch(user: str, title: str) -> list[int]:
-        user_key = keys.user(user)
-        reply = commands.script(record.sha, record.source, [user_key, keys.user_event_log(user), keys.event_id(user, "-")],
-                                [struct.pack("<I", int(title[1:])), settings.history_length, user, title,
-                                 repr(time.time()), "", settings.event_id_ttl_seconds, log_cap, 1, "0",
-                                 settings.impression_window_seconds])
-        history = decode_codes(reply[1])
-        top = model.recommend(history, settings.cache_top_k)
-        commands.script(cache.sha, cache.source, [user_key], [reply[1], CachedPrediction.encode(1, history, top), "1"])
-        return top
-
-    return watch
 
 
 if __name__ == "__main__":

@@ -57,9 +57,10 @@ def make_app(settings: Settings):
 class WatchFloor:
     """``POST /watched`` with nothing but a watch's own work (module docstring): two scripts of the
     store and the model's top 10. The model and the title ids are loaded once, at the worker's
-    start."""
+    start. The scripts go through the client's ``register_script``, or, given ``commands`` (a
+    Store's), through those (``bench/app_cost.py``: the work with the service's shortcuts)."""
 
-    def __init__(self, client, settings: Settings):
+    def __init__(self, client, settings: Settings, commands=None):
         from nextwatch.keys import Keys
         from nextwatch.store.catalog import CatalogStore
         from nextwatch.store.commands import StoreScript
@@ -72,16 +73,26 @@ class WatchFloor:
         self.model = models.load(self.version) if self.version else None
         self.title_ids = CatalogStore(client, self.keys).all_ids()
         self.codes = {title: code for code, title in enumerate(self.title_ids)}
-        self.record = client.register_script(StoreScript.of("user_state.lua", "watch.lua").source)
-        self.cache = client.register_script(StoreScript.of("user_state.lua", "cache_prediction.lua").source)
+        record, cache = StoreScript.of("user_state.lua", "watch.lua"), StoreScript.of("user_state.lua", "cache_prediction.lua")
+        if commands is None:
+            self.record, self.cache = client.register_script(record.source), client.register_script(cache.source)
+        else:
+            self.record = lambda keys, args: commands.script(record.sha, record.source, keys, args)
+            self.cache = lambda keys, args: commands.script(cache.sha, cache.source, keys, args)
 
     def __call__(self, environ) -> bytes:
+        body = json.loads(environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0)))
+        user, title = body["user_id"], body["content_id"]
+        top = self.watch(user, title)
+        return json.dumps({"user_id": user, "watched": title,
+                           "predicted_next": self.title_ids[top[0]] if top else None}).encode()
+
+    def watch(self, user: str, title: str) -> list[int]:
+        """Record the watch, rank the new history, cache the ranking: the top codes."""
         import time
 
         from nextwatch.store.user_state import CachedPrediction, decode_codes
 
-        body = json.loads(environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0)))
-        user, title = body["user_id"], body["content_id"]
         settings, keys = self.settings, self.keys
         user_key = keys.user(user)
         reply = self.record(
@@ -92,8 +103,7 @@ class WatchFloor:
         history = decode_codes(reply[1])
         top = self.model.recommend(history, settings.cache_top_k)
         self.cache(keys=[user_key], args=[reply[1], CachedPrediction.encode(self.version, history, top), "1"])
-        return json.dumps({"user_id": user, "watched": title,
-                           "predicted_next": self.title_ids[top[0]] if top else None}).encode()
+        return top
 
 
 def build():
